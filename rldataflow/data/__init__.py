@@ -1,0 +1,15 @@
+"""Experience data: columnar :class:`SampleBatch` and :class:`MultiAgentBatch`.
+
+Example::
+
+    import numpy as np
+    from rldataflow.data import SampleBatch
+
+    batch = SampleBatch({SampleBatch.OBS: np.zeros((8, 4)), SampleBatch.REWARDS: np.ones(8)})
+    for mb in batch.minibatches(4, rng=0):
+        print(mb.count)   # 4, 4
+"""
+
+from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+
+__all__ = ["MultiAgentBatch", "SampleBatch", "concat_samples"]

@@ -1,0 +1,53 @@
+"""Environments: registry, observation/action space handling and a same-step-autoreset vector env.
+
+Example::
+
+    from rldataflow.envs import make_vector_env
+
+    venv = make_vector_env("CartPole-v1", num_envs=8, seed=0)
+    obs = venv.reset()                       # (8, 4) float32
+    obs, rew, term, trunc, final_obs, infos = venv.step([0] * 8)
+
+This layer imports Gymnasium and numpy only (no torch).
+"""
+
+from rldataflow.envs.registry import (
+    EnvCreator,
+    EnvError,
+    EnvSpec,
+    make_env,
+    register,
+    registered_envs,
+)
+from rldataflow.envs.sleep_env import SLEEP_CARTPOLE_ID, SleepCartPoleEnv, make_sleep_cartpole
+from rldataflow.envs.spaces import (
+    ObsPreprocessor,
+    UnsupportedSpaceError,
+    action_to_env_fn,
+    check_action_space,
+    is_image_space,
+    obs_preprocessor,
+)
+from rldataflow.envs.vector_env import VectorEnv, make_vector_env
+
+register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
+
+__all__ = [
+    "SLEEP_CARTPOLE_ID",
+    "EnvCreator",
+    "EnvError",
+    "EnvSpec",
+    "ObsPreprocessor",
+    "SleepCartPoleEnv",
+    "UnsupportedSpaceError",
+    "VectorEnv",
+    "action_to_env_fn",
+    "check_action_space",
+    "is_image_space",
+    "make_env",
+    "make_sleep_cartpole",
+    "make_vector_env",
+    "obs_preprocessor",
+    "register",
+    "registered_envs",
+]

@@ -1,0 +1,68 @@
+"""How lazy iterators wait without spinning.
+
+An operator that would block (an async gather with nothing back yet, a Dequeue on an empty
+queue, a duplicate branch held back by its bound) yields :data:`NOT_READY` instead, so that a
+union or Concurrently can go and pull another branch. When the whole plan is waiting, the
+outermost ``next()`` sleeps on the process-wide :data:`WAKER`, which every future completion and
+queue hand-off notifies. A generation counter closes the race between "nothing is ready" and
+"something just became ready".
+"""
+
+from __future__ import annotations
+
+import threading
+
+
+class _NotReady:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "NOT_READY"
+
+    def __reduce__(self):
+        return "NOT_READY"
+
+
+NOT_READY = _NotReady()
+
+
+class Waker:
+    """A condition variable with a generation counter: ``wait(gen)`` returns once it moved on."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition(threading.Lock())
+        self.generation = 0
+
+    def notify(self, *_ignored: object) -> None:
+        with self._cond:
+            self.generation += 1
+            self._cond.notify_all()
+
+    def wait(self, seen_generation: int, timeout: float | None = None) -> bool:
+        """Block until the generation differs from ``seen_generation``; False on timeout."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self.generation != seen_generation, timeout)
+
+
+WAKER = Waker()
+
+
+class _WaitState(threading.local):
+    """Per-thread count of reasons to wait that something outside the plan will resolve."""
+
+    def __init__(self) -> None:
+        self.external = 0
+        self.internal: list[str] = []
+
+
+WAIT_STATE = _WaitState()
+
+
+def waiting_on_external() -> None:
+    """Called by a source that yields NOT_READY because of an actor, a queue or a thread."""
+    WAIT_STATE.external += 1
+
+
+def waiting_on_plan(reason: str) -> None:
+    """Called by an operator that yields NOT_READY until another part of the same plan moves."""
+    WAIT_STATE.internal.append(reason)

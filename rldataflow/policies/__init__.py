@@ -1,0 +1,64 @@
+"""Policies: torch models, action distributions, trajectory postprocessing and ``TorchPolicy``.
+
+Example::
+
+    import gymnasium, numpy as np
+    from rldataflow.policies import TorchPolicy
+
+    obs_space = gymnasium.spaces.Box(-np.inf, np.inf, (4,), np.float32)
+    policy = TorchPolicy(obs_space, gymnasium.spaces.Discrete(2), {"lr": 1e-3}, seed=0)
+    actions, extras = policy.compute_actions(np.zeros((16, 4), np.float32))
+"""
+
+from rldataflow.policies.distributions import (
+    ActionDistribution,
+    Categorical,
+    DiagGaussian,
+    MultiCategorical,
+    dist_class_for,
+)
+from rldataflow.policies.models import CNN, MLP, ActorCriticModel, QModel, init_layer, make_encoder
+from rldataflow.policies.policy import (
+    DEFAULT_POLICY_CONFIG,
+    LossFn,
+    ModelFactory,
+    PostprocessFn,
+    TorchPolicy,
+    actor_critic_loss,
+    default_model_factory,
+)
+from rldataflow.policies.postprocessing import (
+    batch_segment_ends,
+    compute_advantages,
+    compute_discounted_returns,
+    compute_gae,
+    compute_nstep,
+    segment_end_mask,
+)
+
+__all__ = [
+    "CNN",
+    "DEFAULT_POLICY_CONFIG",
+    "MLP",
+    "ActionDistribution",
+    "ActorCriticModel",
+    "Categorical",
+    "DiagGaussian",
+    "LossFn",
+    "ModelFactory",
+    "MultiCategorical",
+    "PostprocessFn",
+    "QModel",
+    "TorchPolicy",
+    "actor_critic_loss",
+    "batch_segment_ends",
+    "compute_advantages",
+    "compute_discounted_returns",
+    "compute_gae",
+    "compute_nstep",
+    "default_model_factory",
+    "dist_class_for",
+    "init_layer",
+    "make_encoder",
+    "segment_end_mask",
+]

@@ -1,0 +1,13 @@
+"""Workers: ``RolloutWorker`` (a vector env plus a policy; runtimes make it an actor).
+
+Example::
+
+    from rldataflow.workers import RolloutWorker
+
+    worker = RolloutWorker("CartPole-v1", num_envs=8, rollout_fragment_length=64, seed=0)
+    batch = worker.sample()        # 512 rows with advantages and value targets
+"""
+
+from rldataflow.workers.rollout_worker import RolloutWorker
+
+__all__ = ["RolloutWorker"]

@@ -1,0 +1,370 @@
+"""``RolloutWorker``: a vector env plus a policy, producing columnar ``SampleBatch`` es.
+
+It is a plain class; runtimes turn it into an actor (inline object, local process or Ray actor).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium
+import numpy as np
+import torch
+
+from rldataflow.data.sample_batch import SampleBatch
+from rldataflow.envs.registry import EnvSpec, make_env
+from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
+from rldataflow.envs.vector_env import make_vector_env
+from rldataflow.policies.policy import TorchPolicy
+
+__all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
+
+BATCH_MODES = ("truncate_episodes", "complete_episodes")
+
+PolicyFactory = Callable[[gymnasium.spaces.Box, gymnasium.Space], TorchPolicy]
+
+#: Seeds of different workers are this far apart (env ``i`` of a worker uses ``seed + i``).
+WORKER_SEED_STRIDE = 10_000
+
+
+def worker_seed(seed: int, worker_index: int) -> int:
+    """The seed a worker uses for numpy, torch, its policy and its envs."""
+    return int(seed) + int(worker_index) * WORKER_SEED_STRIDE
+
+
+class RolloutWorker:
+    """Steps ``num_envs`` envs with one policy and returns batches of experience.
+
+    Args:
+        env: registered name, Gymnasium id or creator callable (see ``rldataflow.envs.make_env``).
+        env_config: passed to the env creator (or as ``gymnasium.make`` kwargs).
+        num_envs: envs stepped together; the policy is called once per vector step for all.
+        policy_factory: ``policy_factory(obs_space, action_space) -> TorchPolicy``; it gets the
+            *preprocessed* observation space (a ``Box``). Default: ``TorchPolicy`` with default
+            config seeded with the worker seed.
+        rollout_fragment_length: steps per env per :meth:`sample` call.
+        batch_mode: ``"truncate_episodes"``: exactly ``num_envs * rollout_fragment_length`` rows,
+            episodes cut at the fragment end (bootstrapped with ``V(next obs)``).
+            ``"complete_episodes"``: steps until every env has finished at least one episode and
+            at least ``rollout_fragment_length`` steps were taken per env, and returns only
+            complete episodes; unfinished episodes are carried over to the next call, so no
+            step is wasted (envs must end episodes, e.g. through a time limit).
+        seed: the worker seeds Python, numpy and torch, its policy and its envs from
+            ``seed + worker_index * 10_000`` (:func:`worker_seed`); env ``i`` is reset with that
+            plus ``i``. Two workers with equal seed and index produce identical batches.
+        worker_index: 0 for the driver-side (local) worker; remote workers (``> 0``) set torch to
+            one thread, as several of them share the machine's cores.
+        include_next_obs: also store ``next_obs`` (for Q-learning). On a step that ended an
+            episode it is the final observation, not the reset one.
+        postprocess: apply ``policy.postprocess_trajectory`` (GAE by default) before returning.
+
+    Batches are env-major: the steps of env 0 come first, in time order, then env 1, etc.
+    Columns: ``obs, actions, rewards, terminateds, truncateds, eps_id, env_id, t``, the policy's
+    extras (``action_logp, vf_preds, action_dist_inputs``), ``bootstrap_value`` (policies with
+    a value function), ``next_obs`` if asked, and the postprocessing outputs. ``actions`` holds
+    the policy's raw sample; Box actions are clipped to the env's bounds only when stepping.
+    ``batch.stats`` has ``episode_returns`` / ``episode_lengths`` of the episodes finished
+    during the call; ``batch.info["weights_version"]`` the policy's version.
+
+    Example::
+
+        >>> worker = RolloutWorker("CartPole-v1", num_envs=4, rollout_fragment_length=50, seed=0)
+        >>> batch = worker.sample()
+        >>> batch.count, batch["obs"].shape
+        (200, (200, 4))
+        >>> sorted(batch.stats)
+        ['episode_lengths', 'episode_returns']
+    """
+
+    def __init__(
+        self,
+        env: EnvSpec,
+        env_config: dict | None = None,
+        num_envs: int = 1,
+        policy_factory: PolicyFactory | None = None,
+        rollout_fragment_length: int = 200,
+        batch_mode: str = "truncate_episodes",
+        seed: int = 0,
+        worker_index: int = 0,
+        include_next_obs: bool = False,
+        postprocess: bool = True,
+    ) -> None:
+        if batch_mode not in BATCH_MODES:
+            raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
+        if rollout_fragment_length < 1:
+            raise ValueError(f"rollout_fragment_length must be >= 1, got {rollout_fragment_length}")
+        self.env_spec = env
+        self.env_config = dict(env_config or {})
+        self.num_envs = int(num_envs)
+        self.rollout_fragment_length = int(rollout_fragment_length)
+        self.batch_mode = batch_mode
+        self.worker_index = int(worker_index)
+        self.include_next_obs = include_next_obs
+        self.postprocess = postprocess
+        self.seed = worker_seed(seed, worker_index)
+        if self.worker_index > 0:
+            # Remote workers share the machine's cores; intra-op threads would only contend.
+            torch.set_num_threads(1)
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+        torch.manual_seed(self.seed)
+        self.vector_env = make_vector_env(
+            env,
+            self.env_config,
+            num_envs=self.num_envs,
+            seed=self.seed,
+            # Distinct, deterministic episode ids across workers.
+            episode_id_offset=self.worker_index << 40,
+        )
+        self.observation_space: gymnasium.spaces.Box = self.vector_env.single_observation_space
+        self.action_space: gymnasium.Space = self.vector_env.single_action_space
+        if policy_factory is None:
+            self.policy = TorchPolicy(self.observation_space, self.action_space, seed=self.seed)
+        else:
+            self.policy = policy_factory(self.observation_space, self.action_space)
+        self._to_env_actions = action_to_env_fn(self.action_space)
+        self._obs: np.ndarray | None = None
+        self._carry: list[dict[str, np.ndarray]] | None = None
+        self._eval_calls = 0
+        self.num_steps_sampled = 0
+
+    # -- sampling ---------------------------------------------------------------------------
+    def _run(
+        self, num_steps: int, seen_done: np.ndarray | None
+    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, np.ndarray]], int]:
+        """Step the vector env up to ``num_steps`` times, storing time-major ``(T, N)`` columns.
+
+        With ``seen_done`` (updated in place), stop as soon as every env has ended an episode.
+        Returns the columns (trimmed to the steps taken), the final observations of truncated
+        steps as ``(t, env, obs)`` and the number of steps taken.
+        """
+        venv, policy, n = self.vector_env, self.policy, self.num_envs
+        if self._obs is None:
+            self._obs = venv.reset()
+        obs = self._obs
+        cols: dict[str, np.ndarray] = {}
+        truncated_final: list[tuple[int, int, np.ndarray]] = []
+        steps = 0
+        for t in range(num_steps):
+            actions, extras = policy.compute_actions(obs)
+            eps_ids = venv.episode_ids.copy()
+            ts = venv.episode_steps.copy()
+            next_obs, rewards, terms, truncs, final_obs, _ = venv.step(
+                self._to_env_actions(actions)
+            )
+            step_cols = {
+                SampleBatch.OBS: obs,
+                SampleBatch.ACTIONS: actions,
+                SampleBatch.REWARDS: rewards,
+                SampleBatch.TERMINATEDS: terms,
+                SampleBatch.TRUNCATEDS: truncs,
+                SampleBatch.EPS_ID: eps_ids,
+                SampleBatch.T: ts,
+                **extras,
+            }
+            if self.include_next_obs:
+                step_cols[SampleBatch.NEXT_OBS] = final_obs
+            if t == 0:
+                cols = {
+                    k: np.empty((num_steps, *np.shape(v)), dtype=np.asarray(v).dtype)
+                    for k, v in step_cols.items()
+                }
+            for k, v in step_cols.items():
+                cols[k][t] = v
+            ended = terms | truncs
+            if ended.any():
+                for i in np.flatnonzero(truncs & ~terms).tolist():
+                    truncated_final.append((t, i, np.array(final_obs[i])))
+            obs = self._obs = next_obs  # kept current even if a later step raises
+            steps = t + 1
+            if seen_done is not None:
+                seen_done |= ended
+                if seen_done.all():
+                    break
+        self._obs = obs
+        self.num_steps_sampled += steps * n
+        if steps < num_steps:
+            cols = {k: v[:steps] for k, v in cols.items()}
+        return cols, truncated_final, steps
+
+    def _bootstrap(
+        self,
+        steps: int,
+        truncated_final: list[tuple[int, int, np.ndarray]],
+        fragment_end: bool,
+    ) -> np.ndarray:
+        """``(T, N)`` bootstrap values: ``V(final_obs)`` at truncated steps and, if
+        ``fragment_end``, ``V(next obs)`` at the last step; one batched value() call."""
+        boot = np.zeros((steps, self.num_envs), dtype=np.float32)
+        parts = [o[None] for _, _, o in truncated_final]
+        if fragment_end:
+            parts.append(np.asarray(self._obs))
+        if not parts:
+            return boot
+        values = self.policy.value(np.concatenate(parts, axis=0))
+        if fragment_end:
+            boot[steps - 1] = values[len(truncated_final) :]
+        for j, (t, i, _) in enumerate(truncated_final):
+            boot[t, i] = values[j]
+        return boot
+
+    @staticmethod
+    def _env_major(cols: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        # (T, N, ...) -> (N * T, ...): each env's steps contiguous, in time order.
+        return {
+            k: np.ascontiguousarray(v.swapaxes(0, 1)).reshape(-1, *v.shape[2:])
+            for k, v in cols.items()
+        }
+
+    def _sample_truncated(self) -> dict[str, np.ndarray]:
+        cols, truncated_final, steps = self._run(self.rollout_fragment_length, None)
+        if SampleBatch.VF_PREDS in cols:
+            cols[SampleBatch.BOOTSTRAP_VALUE] = self._bootstrap(steps, truncated_final, True)
+        out = self._env_major(cols)
+        out[SampleBatch.ENV_ID] = np.repeat(np.arange(self.num_envs, dtype=np.int64), steps)
+        return out
+
+    def _sample_complete(self) -> dict[str, np.ndarray]:
+        n = self.num_envs
+        seen = np.zeros(n, dtype=bool)
+        chunks = []
+        boots = []
+        while True:
+            # The first chunk always runs the full fragment length; later ones stop as soon as
+            # every env has finished an episode.
+            cols, truncated_final, steps = self._run(
+                self.rollout_fragment_length, seen if chunks else None
+            )
+            if not chunks:
+                seen |= (cols[SampleBatch.TERMINATEDS] | cols[SampleBatch.TRUNCATEDS]).any(0)
+            chunks.append(cols)
+            if SampleBatch.VF_PREDS in cols:
+                boots.append(self._bootstrap(steps, truncated_final, False))
+            if seen.all():
+                break
+        cols = {k: np.concatenate([c[k] for c in chunks], axis=0) for k in chunks[0]}
+        if boots:
+            cols[SampleBatch.BOOTSTRAP_VALUE] = np.concatenate(boots, axis=0)
+        done = cols[SampleBatch.TERMINATEDS] | cols[SampleBatch.TRUNCATEDS]
+        carry = self._carry or [{k: v[:0, 0] for k, v in cols.items()} for _ in range(n)]
+        pieces: dict[str, list[np.ndarray]] = {k: [] for k in cols}
+        env_ids = []
+        new_carry = []
+        for i in range(n):
+            last = int(np.flatnonzero(done[:, i])[-1])
+            for k, v in cols.items():
+                pieces[k].append(np.concatenate([carry[i][k], v[: last + 1, i]], axis=0))
+            new_carry.append({k: v[last + 1 :, i].copy() for k, v in cols.items()})
+            env_ids.append(np.full(len(pieces[SampleBatch.OBS][-1]), i, dtype=np.int64))
+        self._carry = new_carry
+        out = {k: np.concatenate(v, axis=0) for k, v in pieces.items()}
+        out[SampleBatch.ENV_ID] = np.concatenate(env_ids)
+        return out
+
+    def sample(self) -> SampleBatch:
+        """Collect one batch (see the class docs for modes, columns, stats and info)."""
+        if self.batch_mode == "truncate_episodes":
+            cols = self._sample_truncated()
+        else:
+            cols = self._sample_complete()
+        returns, lengths = self.vector_env.pop_completed_episodes()
+        batch = SampleBatch(
+            cols,
+            stats={"episode_returns": returns, "episode_lengths": lengths},
+            info={"weights_version": self.policy.weights_version},
+        )
+        if self.postprocess:
+            batch = self.policy.postprocess_trajectory(batch)
+        return batch
+
+    def sample_and_compute_gradients(self) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Sample a batch and compute the policy's gradients on it (A3C-style).
+
+        Returns ``(grads, info)`` with ``info`` = ``{"count": rows, "stats": batch.stats,
+        "learner_stats": loss stats, "weights_version": version}``.
+        """
+        batch = self.sample()
+        grads, learner_stats = self.policy.compute_gradients(batch)
+        return grads, {
+            "count": batch.count,
+            "stats": batch.stats,
+            "learner_stats": learner_stats,
+            "weights_version": self.policy.weights_version,
+        }
+
+    # -- policy passthrough -------------------------------------------------------------------
+    def learn_on_batch(self, batch: SampleBatch, **kwargs: Any) -> dict[str, float]:
+        """``policy.learn_on_batch(batch, **kwargs)``."""
+        return self.policy.learn_on_batch(batch, **kwargs)
+
+    def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
+        return self.policy.compute_gradients(batch)
+
+    def apply_gradients(self, grads: list[np.ndarray]) -> None:
+        self.policy.apply_gradients(grads)
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return self.policy.get_weights()
+
+    def set_weights(self, weights: dict[str, np.ndarray], version: int | None = None) -> None:
+        self.policy.set_weights(weights, version=version)
+
+    def get_state(self) -> dict[str, Any]:
+        """Policy state (weights, optimizer, counters) and the worker's step counter."""
+        return {"policy": self.policy.get_state(), "num_steps_sampled": self.num_steps_sampled}
+
+    def set_state(self, state: dict[str, Any]) -> None:
+        self.policy.set_state(state["policy"])
+        self.num_steps_sampled = int(state.get("num_steps_sampled", 0))
+
+    def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ``fn(self, *args, **kwargs)`` on the worker (handy through an actor handle)."""
+        return fn(self, *args, **kwargs)
+
+    def ping(self) -> str:
+        return "ok"
+
+    # -- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, num_episodes: int, max_episode_steps: int | None = None) -> list[float]:
+        """Returns of ``num_episodes`` episodes with deterministic actions on a fresh env.
+
+        The env is seeded from the worker seed and the number of previous evaluate() calls, so
+        results are reproducible and successive calls see different episodes.
+        ``max_episode_steps`` caps episodes of envs without a time limit.
+        """
+        env = make_env(self.env_spec, self.env_config)
+        pre = obs_preprocessor(env.observation_space)
+        seed = self.seed + 1_000_000 + 1_000 * self._eval_calls
+        self._eval_calls += 1
+        returns: list[float] = []
+        try:
+            raw, _ = env.reset(seed=seed)
+            for _ in range(num_episodes):
+                total, steps, done = 0.0, 0, False
+                while not done:
+                    action, _ = self.policy.compute_actions(pre([raw]), explore=False)
+                    raw, reward, term, trunc, _ = env.step(self._to_env_actions(action)[0])
+                    total += float(reward)
+                    steps += 1
+                    done = (
+                        term
+                        or trunc
+                        or (max_episode_steps is not None and steps >= max_episode_steps)
+                    )
+                returns.append(total)
+                raw, _ = env.reset()
+        finally:
+            env.close()
+        return returns
+
+    def stop(self) -> None:
+        """Close the envs."""
+        self.vector_env.close()
+
+    def __repr__(self) -> str:
+        return (
+            f"RolloutWorker(index={self.worker_index}, env={self.env_spec!r}, "
+            f"num_envs={self.num_envs}, fragment={self.rollout_fragment_length})"
+        )
