@@ -10,6 +10,17 @@ Example::
         print(mb.count)   # 4, 4
 """
 
+from rldataflow.data.replay_buffer import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
+from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
 
-__all__ = ["MultiAgentBatch", "SampleBatch", "concat_samples"]
+__all__ = [
+    "LinearSchedule",
+    "MinSegmentTree",
+    "MultiAgentBatch",
+    "PrioritizedReplayBuffer",
+    "ReplayBuffer",
+    "SampleBatch",
+    "SumSegmentTree",
+    "concat_samples",
+]

@@ -10,6 +10,9 @@ from rldataflow.flow.local_iterator import LocalIterator
 from rldataflow.flow.signals import NOT_READY
 
 STAR = "*"
+#: A ``"*"`` turn ends after this many items even if its input is still ready, so an input that
+#: is always ready (an inline gather, a local iterable) cannot starve the others.
+STAR_MAX_ITEMS = 100
 
 
 def _check_weights(weights: Sequence[int | str], n: int) -> list[int | str]:
@@ -29,6 +32,8 @@ def _check_weights(weights: Sequence[int | str], n: int) -> list[int | str]:
 def _round_robin(streams: list[Iterator[Any]], weights: list[int | str]) -> Iterator[Any]:
     """Deterministic turns: ``weights[i]`` items from input i, waiting for each in order.
 
+    A ``"*"`` turn takes the items that are ready (at least one, at most ``STAR_MAX_ITEMS``).
+
     Yields ``(input_index, item)`` pairs, or NOT_READY.
     """
     live = list(range(len(streams)))
@@ -39,7 +44,7 @@ def _round_robin(streams: list[Iterator[Any]], weights: list[int | str]) -> Iter
         weight = weights[index]
         pulled = 0
         while True:
-            if weight != STAR and pulled >= weight:
+            if pulled >= (STAR_MAX_ITEMS if weight == STAR else weight):
                 break
             try:
                 item = next(streams[index])

@@ -46,8 +46,12 @@ def _blocking_view(upstream: Iterator[Any]) -> Iterator[Any]:
     """
     while True:
         outer_external, outer_internal = WAIT_STATE.external, WAIT_STATE.internal
-        item = _pull_ready(upstream)
-        WAIT_STATE.external, WAIT_STATE.internal = outer_external, outer_internal
+        try:
+            item = _pull_ready(upstream)
+        except StopIteration:  # inside a generator it would become a RuntimeError (PEP 479)
+            return
+        finally:
+            WAIT_STATE.external, WAIT_STATE.internal = outer_external, outer_internal
         yield item
 
 
@@ -233,7 +237,8 @@ class LocalIterator(Generic[T]):
     def batch(self, n: int) -> LocalIterator[list[T]]:
         """Group items into lists of ``n`` (the last list may be shorter).
 
-        Example: ``from_range(5, 1, runtime=rt).gather_sync().batch(2).take(3) == [[0, 1], [2, 3], [4]]``
+        Example: ``from_range(5, 1, runtime=rt).gather_sync().batch(2).take(3)`` gives
+        ``[[0, 1], [2, 3], [4]]``.
         """
         if n < 1:
             raise ValueError(f"batch size must be >= 1, got {n}")
@@ -344,9 +349,10 @@ class LocalIterator(Generic[T]):
         """Merge this stream with others into one.
 
         ``deterministic=True``: round-robin, ``round_robin_weights[i]`` items from input ``i``
-        per turn (``"*"``: as many as are ready without waiting, at least one). Otherwise items
-        come from whichever input is ready, without spinning while none is. All inputs share
-        one :class:`Metrics`. Example: ``a.union(b, deterministic=True, round_robin_weights=[1, 2])``
+        per turn (``"*"``: as many as are ready without waiting, at least one and at most
+        ``concurrency.STAR_MAX_ITEMS``). Otherwise items come from whichever input is ready,
+        without spinning while none is. All inputs share one :class:`Metrics`. Example:
+        ``a.union(b, deterministic=True, round_robin_weights=[1, 2])``
         """
         from rldataflow.flow.concurrency import union_streams
 

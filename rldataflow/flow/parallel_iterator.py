@@ -317,7 +317,7 @@ class _GatherState:
 
     def install_all(self) -> None:
         futures = [self._install(s) for s in self.shards]
-        for shard, fut in zip(self.shards, futures):
+        for shard, fut in zip(self.shards, futures, strict=False):
             self._result(shard, fut, installing=True)
 
     def _install(self, shard: _LiveShard) -> Future:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,11 +20,34 @@ from rldataflow.flow.operator import StreamOperator
 from rldataflow.flow.signals import NOT_READY, WAKER, waiting_on_external
 
 _HOOK_LOCK = threading.Lock()
+# The uncaught exception each thread died of (kept by our threading.excepthook), so that a
+# Dequeue can chain the producer's own error even when the thread did not store it itself.
+_THREAD_ERRORS: weakref.WeakKeyDictionary[threading.Thread, BaseException] = \
+    weakref.WeakKeyDictionary()
+
+
+def _keep_thread_errors() -> None:
+    """Chain ``threading.excepthook`` to remember each thread's uncaught exception (idempotent)."""
+    previous = threading.excepthook
+    if getattr(previous, "_rldataflow_keeps_errors", False):
+        return
+
+    def hook(args: Any) -> None:
+        if args.thread is not None and args.exc_value is not None:
+            try:
+                _THREAD_ERRORS[args.thread] = args.exc_value
+            except TypeError:  # not weak-referenceable
+                pass
+        previous(args)
+
+    hook._rldataflow_keeps_errors = True  # type: ignore[attr-defined]
+    threading.excepthook = hook
 
 
 def _hook_queue(q: queue.Queue) -> None:
     """Make every put and get on ``q`` notify the waker (idempotent)."""
     with _HOOK_LOCK:
+        _keep_thread_errors()
         if getattr(q, "_rldataflow_hooked", False):
             return
         if not isinstance(q, queue.Queue):
@@ -83,7 +107,8 @@ def Dequeue(input_queue: queue.Queue,
 
     ``check`` says whether the producer is still alive (a callable returning bool, or the
     thread itself). If it died, the stream raises an :class:`OperatorError` naming it, with the
-    thread's own exception (its ``error`` attribute, if it kept one) chained. Example::
+    thread's own exception chained (its ``error`` attribute if it kept one, else the uncaught
+    exception its ``run`` raised). Example::
 
         learner = LearnerThread(...)
         results = Dequeue(learner.outqueue, check=learner)
@@ -101,7 +126,9 @@ def Dequeue(input_queue: queue.Queue,
         producer = "the producer"
 
     def died() -> OperatorError:
-        cause = getattr(thread, "error", None) if thread is not None else None
+        cause = None
+        if thread is not None:
+            cause = getattr(thread, "error", None) or _THREAD_ERRORS.get(thread)
         text = (f"{producer} stopped" + (f": {describe_exception(cause)}" if cause else
                                          " (its check returned False)"))
         err = OperatorError(node.name, node.site, None, text)

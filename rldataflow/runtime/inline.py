@@ -1,4 +1,4 @@
-"""The inline runtime: actors are plain objects in the driver; calls run when their result is needed.
+"""The inline runtime: actors are plain objects in the driver; calls run when a result is needed.
 
 Deterministic (one thread, a fixed order) and debuggable: ``breakpoint()`` inside an actor method
 stops in the driver's own terminal. Calls on one actor run in the order they were made, as they

@@ -32,6 +32,7 @@ import logging
 import multiprocessing as mp
 import os
 import pickle
+import select
 import selectors
 import signal
 import socket
@@ -63,14 +64,14 @@ from rldataflow.runtime.base import (
 
 logger = logging.getLogger(__name__)
 
-_HDR = struct.Struct("<IqB")  # body length, call id, frame kind
+_HDR = struct.Struct("<QqB")  # body length, call id, frame kind
 # driver -> actor
 _INIT, _CALL, _STOP = 0, 1, 2
 # actor -> driver
 _OK, _ERR, _READY, _CTOR_ERR = 0, 1, 2, 3
 
 _PROTOCOL = 5
-_CHUNK = 256 * 1024      # bytes read per system call (and the initial frame buffer)
+_CHUNK = 64 * 1024       # the initial receive buffer (it grows for larger frames)
 _BIG = 1024 * 1024       # a frame this large is received straight into its own buffer
 _SPLIT = 64 * 1024       # call_many sends a payload this large without copying it per actor
 
@@ -88,26 +89,25 @@ _NO_HDR = b"\0" * _HDR.size
 def _frame(call_id: int, kind: int, obj: Any) -> bytes | memoryview:
     """One frame holding ``obj`` cloudpickled (pickled straight after its header)."""
     cached = getattr(_tls, "pickler", None)
+    _tls.pickler = None  # taken: a nested use (from some __reduce__) makes its own
     if cached is None:
         buf = io.BytesIO()
-        cached = _tls.pickler = (buf, cloudpickle.Pickler(buf, protocol=_PROTOCOL))
+        cached = (buf, cloudpickle.Pickler(buf, protocol=_PROTOCOL))
     buf, pickler = cached
     buf.seek(0)
     buf.truncate()
     buf.write(_NO_HDR)
-    try:
-        pickler.dump(obj)
-        pickler.clear_memo()
-    except BaseException:
-        _tls.pickler = None  # a failed dump may leave the pickler in any state
-        raise
+    pickler.dump(obj)  # if this fails, the pickler is dropped: it may be in any state
+    pickler.clear_memo()
     size = buf.tell()
     if size > _SPLIT:  # large: hand this buffer over rather than copy it
-        _tls.pickler = None
         view = buf.getbuffer()
         _HDR.pack_into(view, 0, size - _HDR.size, call_id, kind)
         return view
-    return _HDR.pack(size - _HDR.size, call_id, kind) + buf.getbuffer()[_HDR.size:]
+    with buf.getbuffer() as view:
+        frame = _HDR.pack(size - _HDR.size, call_id, kind) + view[_HDR.size:]
+    _tls.pickler = cached
+    return frame
 
 
 class _Frames:
@@ -223,25 +223,35 @@ def _limit_torch_threads() -> bool:
     return True
 
 
-def _die_with_parent() -> None:
-    """Linux: get SIGKILL when the parent (the forkserver, which lives as long as the driver) dies."""
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
+def _exit_with_driver(sock: socket.socket) -> None:
+    """Exit at once when the driver's end of the socket closes, even in the middle of a call.
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except Exception:  # best effort only
-        pass
+    A daemon thread waits (no polling) for the hang-up alone, never reading, so it takes nothing
+    from the main loop. The driver closes its end only after this process has ended, or when the
+    driver itself dies (even by SIGKILL): then the actor must not outlive it, whatever it is doing.
+    """
+    hangup = getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+
+    def watch() -> None:
+        poller = select.poll()
+        poller.register(sock.fileno(), hangup)
+        while True:
+            try:
+                events = poller.poll()
+            except InterruptedError:  # pragma: no cover - PEP 475 retries it already
+                continue
+            if any(ev & (hangup | select.POLLERR | select.POLLNVAL) for _, ev in events):
+                os._exit(0)
+
+    threading.Thread(target=watch, name="rldataflow-driver-watch", daemon=True).start()
 
 
-def _child_main(sock: socket.socket, name: str, die_with_parent: bool) -> None:
+def _child_main(sock: socket.socket, name: str) -> None:
     """The entry point of an actor process."""
     # Ctrl-C goes to the whole process group: the driver handles it and shuts the actors down.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(THREAD_ENV)  # before anything heavy (numpy, torch) is imported
-    if die_with_parent:
-        _die_with_parent()
+    _exit_with_driver(sock)
     where = f"actor {name!r} (pid {os.getpid()})"
     frames = _Frames(sock)
     send = sock.sendall
@@ -330,6 +340,21 @@ def _start_process(proc: Any) -> None:
                     os.environ[k] = v
 
 
+def _preload_in_forkserver(ctx: Any) -> None:
+    """Have the forkserver import this module once, so that actors start in a few milliseconds.
+
+    It only counts if the forkserver has not started yet; the modules already asked for stay.
+    """
+    try:
+        from multiprocessing import forkserver
+
+        current = list(getattr(forkserver._forkserver, "_preload_modules", None) or ["__main__"])
+        if __name__ not in current:
+            ctx.set_forkserver_preload([*current, __name__])
+    except Exception:  # an optimization only
+        pass
+
+
 class _ActorState:
     """What the driver knows about one actor process."""
 
@@ -370,10 +395,15 @@ class ProcessRuntime(Runtime):
         super().__init__()
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
+        if start_method not in ("forkserver", "spawn"):
+            raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r} "
+                             "(a fork would copy the driver's threads, locks and sockets)")
         self.start_method = start_method
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self._ctx = mp.get_context(start_method)
+        if start_method == "forkserver":
+            _preload_in_forkserver(self._ctx)
         self._lock = threading.Lock()  # actors' alive flags and pending futures, the watch list
         self._exited = threading.Condition(self._lock)
         self._actors: dict[int, _ActorState] = {}
@@ -407,7 +437,7 @@ class ProcessRuntime(Runtime):
         sock, child_sock = socket.socketpair()
         proc = self._ctx.Process(
             target=_child_main, name=f"rldataflow:{handle.name}", daemon=False,
-            args=(child_sock, handle.name, self.start_method == "forkserver"))
+            args=(child_sock, handle.name))
         try:
             _start_process(proc)
         finally:
@@ -524,7 +554,7 @@ class ProcessRuntime(Runtime):
             for fut in futures:
                 fut._set_exception(self._pickle_error(fut.actor, method, exc))
             return futures
-        for actor, fut in zip(actors, futures):
+        for actor, fut in zip(actors, futures, strict=True):
             st = self._actors.get(actor.actor_id)
             if st is None:
                 fut._set_exception(self._unknown(actor))

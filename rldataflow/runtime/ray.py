@@ -155,6 +155,8 @@ class RayRuntime(Runtime):
             :data:`DEFAULT_ACTOR_OPTIONS`, which reserve no CPU, so that many actors fit on a
             small machine; give e.g. ``{"num_cpus": 1}`` to have Ray place them by CPU).
         stop_timeout: seconds :meth:`shutdown` waits for actors' ``stop()`` methods.
+        start_timeout: seconds :meth:`create_actor` waits for an actor to be scheduled and
+            constructed (``None``: forever; Ray waits for resources an actor asks for).
         **init_kwargs: more arguments of ``ray.init`` (when Ray is started here).
     """
 
@@ -162,9 +164,10 @@ class RayRuntime(Runtime):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  actor_options: dict[str, Any] | None = None, stop_timeout: float = 2.0,
-                 **init_kwargs: Any) -> None:
+                 start_timeout: float | None = None, **init_kwargs: Any) -> None:
         super().__init__()
         self.stop_timeout = stop_timeout
+        self.start_timeout = start_timeout
         self.actor_options = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
         self._owns_ray = False
         if not ray.is_initialized():
@@ -196,15 +199,19 @@ class RayRuntime(Runtime):
         actor = _shell_class().options(**self.actor_options).remote(
             list(sys.path), ctor, handle.name)
         try:
-            error = ray.get(actor._ready.remote())
+            error = ray.get(actor._ready.remote(), timeout=self.start_timeout)
+        except ray_exceptions.GetTimeoutError:
+            _kill_quietly(actor)
+            raise TimeoutError(f"actor {handle.name!r} ({handle.class_name}) was not constructed "
+                               f"within {self.start_timeout}s") from None
         except ray_exceptions.RayActorError as exc:
             raise ActorDiedError(handle.name, handle.class_name,
                                  f"it died while starting ({_condense(exc)})") from exc
         except BaseException:
-            ray.kill(actor, no_restart=True)
+            _kill_quietly(actor)
             raise
         if error is not None:
-            ray.kill(actor, no_restart=True)
+            _kill_quietly(actor)
             raise _Failure(error).to_exception()
         with self._lock:
             self._actors[handle.actor_id] = _RayActorState(handle, actor)
@@ -226,10 +233,7 @@ class RayRuntime(Runtime):
         pending = self._mark_dead(st, "it was killed (Runtime.kill)")
         if pending is None:
             return
-        try:
-            ray.kill(st.actor, no_restart=True)
-        except Exception:  # already gone
-            pass
+        _kill_quietly(st.actor)
         self._fail(st, pending)
 
     # -- calls -------------------------------------------------------------------------------
@@ -258,7 +262,7 @@ class RayRuntime(Runtime):
             for fut in futures:
                 fut._set_exception(_arg_error(fut.actor, method, exc))
             return futures
-        for actor, fut in zip(actors, futures):
+        for actor, fut in zip(actors, futures, strict=True):
             st = self._actors.get(actor.actor_id)
             if st is None or not st.alive:
                 fut._set_exception(self._died(actor, st))
@@ -267,16 +271,17 @@ class RayRuntime(Runtime):
         return futures
 
     def _watch(self, st: _RayActorState, fut: Future, ref: Any) -> None:
-        fut._ray_ref = ref  # keeps the object alive while the future is
+        fut._ray_ref = ref  # the ObjectRef while the call is pending (e.g. for ray.cancel)
         with self._lock:
             st.pending.add(fut)
 
         def resolve(inner: Any) -> None:
+            fut._ray_ref = None  # do not pin the result in the object store
             with self._lock:
                 st.pending.discard(fut)
             try:
                 value = inner.result()
-            except BaseException as exc:  # noqa: BLE001 - translated and delivered
+            except BaseException as exc:  # translated and delivered through the future
                 fut._set_exception(self._translate(st, exc))
                 return
             if isinstance(value, _Failure):
@@ -354,10 +359,7 @@ class RayRuntime(Runtime):
         for st in states:
             pending = self._mark_dead(st, "the runtime was shut down")
             if ray.is_initialized():
-                try:
-                    ray.kill(st.actor, no_restart=True)
-                except Exception:
-                    pass
+                _kill_quietly(st.actor)
             self._fail(st, pending or [])
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
@@ -366,6 +368,13 @@ class RayRuntime(Runtime):
     def __repr__(self) -> str:
         alive = sum(st.alive for st in self._actors.values())
         return f"<RayRuntime {alive} live actors{' (owns Ray)' if self._owns_ray else ''}>"
+
+
+def _kill_quietly(actor: Any) -> None:
+    try:
+        ray.kill(actor, no_restart=True)
+    except Exception:  # already gone
+        pass
 
 
 def _condense(exc: BaseException, limit: int = 400) -> str:

@@ -9,5 +9,6 @@ Example::
 """
 
 from rldataflow.workers.rollout_worker import RolloutWorker
+from rldataflow.workers.worker_set import WorkerSet
 
-__all__ = ["RolloutWorker"]
+__all__ = ["RolloutWorker", "WorkerSet"]

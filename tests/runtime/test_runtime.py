@@ -363,3 +363,22 @@ def test_process_calls_from_a_future_callback():
         actor.call("incr").add_done_callback(again)
         assert done.wait(30)
         assert rt.get(chained) == list(range(2, 22))
+
+
+def test_use_after_shutdown_fails_clearly(runtime):
+    actor = runtime.create_actor(Counter)
+    runtime.shutdown()
+    with pytest.raises(ActorDiedError):
+        actor.call("incr").result(timeout=10)
+    if is_remote(runtime):
+        with pytest.raises(RuntimeError, match="shut down"):
+            runtime.create_actor(Counter)
+
+
+def test_process_runtime_with_spawn():
+    with get_runtime("process", start_method="spawn") as rt:
+        scale = 3
+        actor = rt.create_actor(Counter, 2)
+        assert actor.call(lambda self: self.n * scale).result(timeout=60) == 6
+        with pytest.raises(ValueError, match="spawn"):
+            get_runtime("process", start_method="fork")

@@ -1,0 +1,308 @@
+"""The ``rldataflow`` command line: train, evaluate, inspect configs and plans.
+
+    rldataflow train ppo --env CartPole-v1 --stop-return 475
+    rldataflow train dqn --env CartPole-v1 --set lr=5e-4 --set hiddens=[128,128]
+    rldataflow train ppo --resume runs/ppo_CartPole-v1_20261122-101500
+    rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
+    rldataflow config ppo          # every config key, its type, default and meaning
+    rldataflow plan ppo            # the algorithm's dataflow, as a tree
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_ERROR, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    from rldataflow import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="rldataflow",
+        description="Distributed reinforcement learning as dataflow plans.")
+    parser.add_argument("--version", action="version", version=f"rldataflow {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    train = sub.add_parser("train", help="train an agent (writes a run directory)",
+                           description="Train ALGO on ENV until a stop condition is met.")
+    train.add_argument("algo", nargs="?", help="algorithm name (see `rldataflow list`)")
+    train.add_argument("--env", help="Gymnasium env id or a name registered in rldataflow.envs")
+    train.add_argument("--runtime", choices=["inline", "process", "ray"],
+                       help="where actors run (default: process)")
+    train.add_argument("--num-workers", type=int, help="remote rollout workers")
+    train.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys")
+    train.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                       help="override one config key (repeatable); values are YAML")
+    train.add_argument("--stop-return", type=float, metavar="R",
+                       help="stop once episode_return_mean >= R")
+    train.add_argument("--stop-steps", type=int, metavar="N",
+                       help="stop once N env steps were sampled")
+    train.add_argument("--stop-time", type=float, metavar="S", help="stop after S seconds")
+    train.add_argument("--stop-iters", type=int, metavar="N", help="stop after N iterations")
+    train.add_argument("--seed", type=int, help="base seed")
+    train.add_argument("--out", metavar="DIR",
+                       help="run directory (default: runs/ALGO_ENV_TIMESTAMP)")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run in DIR from its latest checkpoint")
+    train.add_argument("--checkpoint-every", type=int, metavar="N",
+                       help="save a checkpoint every N iterations (default: config value)")
+    train.add_argument("--quiet", action="store_true", help="no progress display")
+
+    evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint or a run directory")
+    evaluate.add_argument("path", help="checkpoint directory, or a run directory (latest)")
+    evaluate.add_argument("--episodes", type=int, default=10)
+
+    config = sub.add_parser("config", help="show an algorithm's config keys and defaults")
+    config.add_argument("algo")
+
+    plan = sub.add_parser("plan", help="print an algorithm's dataflow plan")
+    plan.add_argument("algo")
+    plan.add_argument("--env", default=None)
+    plan.add_argument("--format", choices=["text", "dot", "mermaid"], default="text")
+    plan.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
+
+    sub.add_parser("list", help="list the algorithms")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    handlers = {"train": _train, "evaluate": _evaluate, "config": _config, "plan": _plan,
+                "list": _list}
+    try:
+        return handlers[args.command](args)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # one clear line, not a wall of frames
+        return _report_error(exc)
+
+
+def _report_error(exc: BaseException) -> int:
+    from rldataflow.envs import EnvError
+    from rldataflow.flow import FlowError, OperatorError
+    from rldataflow.runtime import ActorDiedError
+    from rldataflow.utils.checkpoint import CheckpointError
+    from rldataflow.utils.config import ConfigError
+
+    if isinstance(exc, (ConfigError, EnvError, CheckpointError)):
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if isinstance(exc, (OperatorError, FlowError, ActorDiedError)):
+        print(f"error: {exc}", file=sys.stderr)
+        cause = exc.__cause__
+        if cause is not None:
+            print(f"  caused by: {type(cause).__name__}: {str(cause).strip()[-2000:]}",
+                  file=sys.stderr)
+        if os.environ.get("RLDATAFLOW_DEBUG"):
+            raise exc
+        print("  (set RLDATAFLOW_DEBUG=1 for the full traceback; use --runtime inline to "
+              "debug with breakpoint())", file=sys.stderr)
+        return EXIT_ERROR
+    if os.environ.get("RLDATAFLOW_DEBUG"):
+        raise exc
+    print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+    print("  (set RLDATAFLOW_DEBUG=1 for the full traceback)", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+    from rldataflow.utils.config import load_yaml_config, merge_overrides, parse_set_args
+
+    from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    from_set = parse_set_args(args.set)
+    from_flags: dict[str, Any] = {}
+    for flag, key in (("env", "env"), ("runtime", "runtime"), ("num_workers", "num_workers"),
+                      ("seed", "seed")):
+        value = getattr(args, flag, None)
+        if value is not None:
+            from_flags[key] = value
+    return merge_overrides(from_file, from_set, from_flags)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import Algorithm, make_config
+    from rldataflow.utils.checkpoint import checkpoint_path, latest_checkpoint, read_metadata
+    from rldataflow.utils.logger import RunLogger
+    from rldataflow.utils.progress import ProgressDisplay
+
+    overrides = _overrides(args)
+    if args.resume:
+        run_dir = Path(args.resume)
+        latest = latest_checkpoint(run_dir)
+        if latest is None:
+            print(f"error: no checkpoint to resume from in {run_dir}", file=sys.stderr)
+            return EXIT_USAGE
+        meta = read_metadata(latest)
+        if args.algo and args.algo.lower() != meta["algorithm"]:
+            print(f"error: {run_dir} is a {meta['algorithm']} run, not {args.algo}",
+                  file=sys.stderr)
+            return EXIT_USAGE
+        algo_name = meta["algorithm"]
+        make_config(algo_name, {**{k: v for k, v in meta["config"].items()
+                                   if k != "env" or isinstance(v, str)}, **overrides},
+                    from_cli=True)  # validate overrides before starting anything
+        algo = Algorithm.restore(latest, **overrides)
+        print(f"resumed {algo_name} from {latest} (iteration {algo.iteration})")
+    else:
+        if not args.algo:
+            print("error: train needs ALGO (or --resume DIR)", file=sys.stderr)
+            return EXIT_USAGE
+        config = make_config(args.algo, overrides, from_cli=True)
+        env_name = config.env if isinstance(config.env, str) else "custom"
+        run_dir = Path(args.out or Path("runs") / (
+            f"{args.algo.lower()}_{env_name.replace('/', '-')}_"
+            f"{time.strftime('%Y%m%d-%H%M%S')}"))
+        algo = Algorithm(args.algo, config)
+        algo_name = args.algo.lower()
+
+    stop = {k: v for k, v in (("stop_return", args.stop_return), ("stop_steps", args.stop_steps),
+                              ("stop_time", args.stop_time)) if v is not None}
+    if not stop and args.stop_iters is None:
+        print("note: no stop condition given; training until Ctrl-C", file=sys.stderr)
+    every = (args.checkpoint_every if args.checkpoint_every is not None
+             else algo.config.checkpoint_every)
+    logger = RunLogger(run_dir, algo.config.to_dict(), resume=bool(args.resume))
+    display = ProgressDisplay(stop, stream=sys.stdout) if not args.quiet else None
+    start = time.perf_counter()
+    start_iteration = algo.iteration
+    reason = "stopped"
+    # Ctrl-C: finish cleanly (checkpoint, stop workers). A second Ctrl-C aborts at once.
+    interrupted = {"count": 0}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted["count"] += 1
+        if interrupted["count"] > 1:
+            raise KeyboardInterrupt
+        raise _StopRequested()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    result: dict[str, Any] = {}
+    try:
+        while True:
+            try:
+                result = algo.train()
+            except _StopRequested:
+                reason = "interrupted (Ctrl-C)"
+                break
+            result["time_since_start_s"] = time.perf_counter() - start
+            logger.log(result)
+            if display:
+                display.update(result)
+            done = _stop_reason(result, stop, args.stop_iters, algo.iteration - start_iteration,
+                                time.perf_counter() - start)
+            if done:
+                reason = done
+                break
+            if every and algo.iteration % every == 0:
+                algo.save(checkpoint_path(run_dir, algo.iteration))
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            if display:
+                display.close()
+            if algo.iteration > start_iteration:
+                final = algo.save(checkpoint_path(run_dir, algo.iteration))
+                print(f"{reason}: iteration {algo.iteration}, "
+                      f"{int(result.get('env_steps_sampled', 0)):,} env steps, "
+                      f"return {_fmt(result.get('episode_return_mean'))}, "
+                      f"{time.perf_counter() - start:.1f}s")
+                print(f"checkpoint: {final}")
+                print(f"run directory: {run_dir}")
+            logger.close()
+        finally:
+            algo.stop()
+            signal.signal(signal.SIGINT, previous)
+    return EXIT_INTERRUPTED if reason.startswith("interrupted") else EXIT_OK
+
+
+class _StopRequested(BaseException):
+    """Raised by the Ctrl-C handler inside train(); BaseException so no operator wraps it."""
+
+
+def _fmt(value: Any) -> str:
+    try:
+        return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
+    except TypeError:
+        return str(value)
+
+
+def _stop_reason(result: dict[str, Any], stop: dict[str, float], stop_iters: int | None,
+                 iters_done: int, elapsed: float) -> str | None:
+    ret = result.get("episode_return_mean", math.nan)
+    if "stop_return" in stop and not math.isnan(ret) and ret >= stop["stop_return"]:
+        return f"reached return {ret:.1f} >= {stop['stop_return']:g}"
+    if "stop_steps" in stop and result.get("env_steps_sampled", 0) >= stop["stop_steps"]:
+        return f"reached {stop['stop_steps']:,} env steps"
+    if "stop_time" in stop and elapsed >= stop["stop_time"]:
+        return f"reached {stop['stop_time']:g}s"
+    if stop_iters is not None and iters_done >= stop_iters:
+        return f"reached {stop_iters} iterations"
+    return None
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import Algorithm
+    from rldataflow.utils.checkpoint import latest_checkpoint
+
+    path = Path(args.path)
+    if not (path / "metadata.json").exists():
+        latest = latest_checkpoint(path)
+        if latest is None:
+            print(f"error: no checkpoint in {path}", file=sys.stderr)
+            return EXIT_USAGE
+        path = latest
+    with Algorithm.restore(path, num_workers=0, runtime="inline") as algo:
+        result = algo.evaluate(args.episodes)
+    for key, value in result.items():
+        print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    return EXIT_OK
+
+
+def _config(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import algorithm_module
+    from rldataflow.utils.config import config_help
+
+    print(config_help(algorithm_module(args.algo).Config))
+    return EXIT_OK
+
+
+def _plan(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import Algorithm, make_config
+
+    overrides = _overrides(args)
+    overrides.setdefault("runtime", "inline")
+    overrides.setdefault("num_workers", 2)
+    config = make_config(args.algo, overrides, from_cli=True)
+    with Algorithm(args.algo, config) as algo:
+        fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,
+               "mermaid": algo.plan.to_mermaid}[args.format]
+        print(fmt())
+    return EXIT_OK
+
+
+def _list(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import ALGORITHMS, algorithm_module
+
+    for name in sorted(ALGORITHMS):
+        try:
+            doc = (algorithm_module(name).__doc__ or "").strip().splitlines()[0]
+        except Exception as exc:  # a broken plugin should not hide the others
+            doc = f"(cannot import: {exc})"
+        print(f"{name:8s} {doc}")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

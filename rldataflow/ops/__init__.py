@@ -1,0 +1,30 @@
+"""RL operators built on the flow core: rollouts, batching, training, replay, reporting.
+
+Example (PPO's plan)::
+
+    rollouts = ParallelRollouts(workers, mode="bulk_sync")
+    train_op = (rollouts
+                .for_each(ConcatBatches(min_batch_size=4000))
+                .for_each(StandardizeFields(["advantages"]))
+                .for_each(TrainOneStep(workers, num_epochs=10, minibatch_size=256)))
+    return StandardMetricsReporting(train_op, workers)
+"""
+
+from rldataflow.ops.batching import ConcatBatches, SelectExperiences, StandardizeFields
+from rldataflow.ops.reporting import CollectMetrics, StandardMetricsReporting
+from rldataflow.ops.rollouts import AsyncGradients, ParallelRollouts, RecordSampled
+from rldataflow.ops.train import (
+    ApplyGradients,
+    AverageGradients,
+    BroadcastWeights,
+    ComputeGradients,
+    TrainOneStep,
+    UpdateTargetNetwork,
+)
+
+__all__ = [
+    "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights",
+    "CollectMetrics", "ComputeGradients", "ConcatBatches", "ParallelRollouts", "RecordSampled",
+    "SelectExperiences", "StandardMetricsReporting", "StandardizeFields", "TrainOneStep",
+    "UpdateTargetNetwork",
+]

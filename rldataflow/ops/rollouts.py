@@ -1,0 +1,95 @@
+"""Experience sources: batches (or gradients) from the rollout workers as a stream."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from rldataflow.data import SampleBatch
+from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
+from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.workers import WorkerSet
+
+ROLLOUT_MODES = ("bulk_sync", "async", "raw")
+
+
+class RecordSampled(Operator):
+    """Count sampled env steps and keep the finished episodes' returns and lengths."""
+
+    op_name = "RecordSampled"
+
+    def __call__(self, batch: Any) -> Any:
+        record_sampled(self.metrics, batch.count, batch.stats)
+        return batch
+
+
+def record_sampled(metrics: Any, count: int, stats: dict[str, Any]) -> None:
+    metrics.counters["env_steps_sampled"] += count
+    returns = stats.get("episode_returns", ())
+    if len(returns):
+        metrics.record_many("episode_return", returns)
+        metrics.record_many("episode_len", stats.get("episode_lengths", ()))
+        metrics.counters["episodes_total"] += len(returns)
+
+
+def ParallelRollouts(workers: WorkerSet, mode: str = "bulk_sync",
+                     num_async: int = 1) -> LocalIterator[SampleBatch] | ParallelIterator:
+    """A stream of experience batches from the workers.
+
+    ``bulk_sync``: one batch from every remote worker per step, concatenated (lock-step).
+    ``async``: batches as each worker finishes one, ``num_async`` requests in flight per worker.
+    ``raw``: the underlying ParallelIterator (one shard per worker), for custom gathering.
+    With no remote workers the local worker samples. Dead workers are replaced through the
+    WorkerSet (see :meth:`WorkerSet.replace_dead_worker`). Example::
+
+        rollouts = ParallelRollouts(workers, mode="bulk_sync")
+        batch = next(rollouts)      # num_workers * num_envs * fragment rows
+    """
+    if mode not in ROLLOUT_MODES:
+        raise ValueError(f"ParallelRollouts mode must be one of {ROLLOUT_MODES}, got {mode!r}")
+    if not workers.remote_workers():
+        if mode == "raw":
+            raise ValueError("ParallelRollouts(mode='raw') needs remote workers")
+        local = workers.local_worker()
+        source = from_local_iterable(lambda: (local.sample() for _ in itertools.count()),
+                                     name="ParallelRollouts(local worker)")
+        return source.for_each(RecordSampled())
+    par = from_actors(workers.remote_workers(), "sample", runtime=workers.runtime,
+                      name=f"ParallelRollouts({workers.num_remote_workers} workers)")
+    if mode == "raw":
+        return par
+    if mode == "bulk_sync":
+        rounds = par.batch_across_shards(on_failure=workers.replace_dead_worker)
+        return rounds.for_each(SampleBatch.concat_samples).for_each(RecordSampled())
+    return par.gather_async(num_async=num_async,
+                            on_failure=workers.replace_dead_worker).for_each(RecordSampled())
+
+
+class _RecordGradients(Operator):
+    op_name = "RecordGradients"
+
+    def __call__(self, item: Any) -> Any:
+        grads, info = item
+        record_sampled(self.metrics, info["count"], info.get("stats", {}))
+        return grads, info
+
+
+def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]:
+    """``(grads, info)`` computed by each worker on its own fresh batch, as they are ready.
+
+    Pair with ``ApplyGradients(workers, update_all=False)`` for A3C: the weights go back only
+    to the worker whose gradients were applied. Example::
+
+        train_op = AsyncGradients(workers).for_each(ApplyGradients(workers, update_all=False))
+    """
+    if not workers.remote_workers():
+        local = workers.local_worker()
+        source = from_local_iterable(
+            lambda: (local.sample_and_compute_gradients() for _ in itertools.count()),
+            name="AsyncGradients(local worker)")
+        return source.for_each(_RecordGradients())
+    par = from_actors(workers.remote_workers(), "sample_and_compute_gradients",
+                      runtime=workers.runtime,
+                      name=f"AsyncGradients({workers.num_remote_workers} workers)")
+    return par.gather_async(num_async=num_async,
+                            on_failure=workers.replace_dead_worker).for_each(_RecordGradients())
