@@ -132,12 +132,26 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _train(args: argparse.Namespace) -> int:
+    overrides = _overrides(args)
+    runtime = None
+    if not args.resume and overrides.get("runtime", "process") == "process":
+        # Start the worker processes' forkserver now: its torch import overlaps ours.
+        from rldataflow.startup import make_runtime
+
+        runtime = make_runtime("process", overrides.get("runtime_options"))
+    try:
+        return _train_with(args, overrides, runtime)
+    finally:
+        if runtime is not None:
+            runtime.shutdown()
+
+
+def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: Any) -> int:
     from rldataflow.trainer import Algorithm, make_config
     from rldataflow.utils.checkpoint import checkpoint_path, latest_checkpoint, read_metadata
     from rldataflow.utils.logger import RunLogger
     from rldataflow.utils.progress import ProgressDisplay
 
-    overrides = _overrides(args)
     if args.resume:
         run_dir = Path(args.resume)
         latest = latest_checkpoint(run_dir)
@@ -164,7 +178,7 @@ def _train(args: argparse.Namespace) -> int:
         run_dir = Path(args.out or Path("runs") / (
             f"{args.algo.lower()}_{env_name.replace('/', '-')}_"
             f"{time.strftime('%Y%m%d-%H%M%S')}"))
-        algo = Algorithm(args.algo, config)
+        algo = Algorithm(args.algo, config, runtime=runtime, owns_runtime=runtime is not None)
         algo_name = args.algo.lower()
 
     stop = {k: v for k, v in (("stop_return", args.stop_return), ("stop_steps", args.stop_steps),

@@ -27,7 +27,8 @@ import numpy as np
 
 from rldataflow import __version__
 from rldataflow.flow import LocalIterator
-from rldataflow.runtime import Runtime, get_runtime
+from rldataflow.runtime import Runtime
+from rldataflow.startup import make_runtime
 from rldataflow.utils.checkpoint import load_checkpoint, save_checkpoint
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config, config_to_dict
 from rldataflow.workers import WorkerSet
@@ -81,13 +82,13 @@ class Algorithm:
             print(algo.evaluate(5)["evaluation/episode_return_mean"])
     """
 
-    def __init__(self, name: str, config: AlgorithmConfig,
-                 runtime: Runtime | None = None) -> None:
+    def __init__(self, name: str, config: AlgorithmConfig, runtime: Runtime | None = None,
+                 owns_runtime: bool | None = None) -> None:
         self.name = name.lower()
         self.module = algorithm_module(self.name)
         self.config = config
-        self._owns_runtime = runtime is None
-        self.runtime = runtime or get_runtime(config.runtime, **config.runtime_options)
+        self._owns_runtime = runtime is None if owns_runtime is None else owns_runtime
+        self.runtime = runtime or make_runtime(config.runtime, config.runtime_options)
         self.iteration = 0
         self.time_total_s = 0.0
         self._stopped = False

@@ -49,3 +49,15 @@ def remote_runtime(request):
     """A fresh runtime whose actors live in other processes (process, ray)."""
     yield from _runtime_for(request, request.param)
 # ======================================= end of runtime fixtures =============================
+
+
+# =============================================================================================
+# start-up speed: one forkserver for the session that has imported the rollout worker's module
+# (torch, gymnasium) once, so process-runtime actors start in milliseconds in every test.
+# =============================================================================================
+@pytest.fixture(scope="session", autouse=True)
+def _warm_forkserver():
+    from rldataflow.startup import make_runtime
+
+    make_runtime("process").shutdown()
+    yield

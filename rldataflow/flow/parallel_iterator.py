@@ -354,6 +354,8 @@ class _GatherState:
             raise error
         try:
             replacement = self.on_failure(shard.index, shard.actor, error)
+        except ActorDiedError:
+            raise  # the policy declined to replace the actor: its death is the error
         except Exception as exc:
             raise OperatorError(self.node.name, self.node.site, self.label(shard),
                                 f"the on_failure policy failed: {describe_exception(exc)}"

@@ -5,7 +5,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rldataflow.data.segment_tree import MinSegmentTree, SegmentTree, SumSegmentTree
+from rldataflow.data.segment_tree import (
+    MinSegmentTree,
+    SegmentTree,
+    SumSegmentTree,
+    last_write_wins,
+)
 
 
 def assert_consistent(tree: SegmentTree) -> None:
@@ -34,8 +39,8 @@ def update_batches(draw, max_capacity: int = 70):
 
 
 @settings(max_examples=200, deadline=None)
-@given(update_batches())
-def test_sum_and_min_match_brute_force(case):
+@given(update_batches(), st.data())
+def test_sum_and_min_match_brute_force(case, data):
     capacity, batches = case
     sums, mins = SumSegmentTree(capacity), MinSegmentTree(capacity)
     ref_sum = np.zeros(capacity)
@@ -44,11 +49,20 @@ def test_sum_and_min_match_brute_force(case):
         idx = np.array([i for i, _ in batch], dtype=np.int64)
         # integer-valued floats: every partial sum is exact, so equality is the right check
         vals = np.array([v for _, v in batch], dtype=np.float64)
-        sums.update(idx, vals)
-        mins.update(idx, vals)
-        for i, v in batch:  # one at a time: the meaning of "last write wins"
-            ref_sum[i] = v
-            ref_min[i] = v
+        if data.draw(st.booleans(), label="as a range update"):
+            # the same values written to a contiguous range instead (a ring buffer's add)
+            start = data.draw(st.integers(0, capacity), label="start")
+            end = min(capacity, start + len(vals))
+            sums.update_range(start, end, vals[: end - start])
+            mins.update_range(start, end, vals[: end - start])
+            ref_sum[start:end] = vals[: end - start]
+            ref_min[start:end] = vals[: end - start]
+        else:
+            sums.update(idx, vals)
+            mins.update(idx, vals)
+            for i, v in batch:  # one at a time: the meaning of "last write wins"
+                ref_sum[i] = v
+                ref_min[i] = v
         np.testing.assert_array_equal(sums.leaves, ref_sum)
         np.testing.assert_array_equal(mins.leaves, ref_min)
         assert sums.total() == ref_sum.sum()
@@ -82,6 +96,30 @@ def test_prefixsum_search_matches_searchsorted(leaf_values, fractions):
     assert np.all(values[found] > 0)  # a leaf without mass is never found
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.one_of(st.just(0.0), st.floats(1e-9, 1e9)), min_size=1, max_size=100
+    ).filter(lambda v: sum(v) > 0),
+    st.lists(st.floats(0.0, 1.0, exclude_max=True), min_size=1, max_size=40),
+)
+def test_prefixsum_search_with_round_off(leaf_values, fractions):
+    # arbitrary floats: the tree's pairwise sums and np.cumsum round differently, so compare
+    # with a relative tolerance, and check that round-off never yields a leaf without mass
+    values = np.array(leaf_values)
+    tree = SumSegmentTree(len(values))
+    tree.update(np.arange(len(values)), values)
+    total = tree.total()
+    queries = np.concatenate([np.array(fractions) * total, [np.nextafter(total, 0.0)]])
+    found = tree.find_prefixsum_idx(queries)
+    assert np.all(values[found] > 0)
+    cumsum = np.cumsum(values)
+    before = np.where(found > 0, cumsum[found - 1], 0.0)
+    slack = 1e-9 * total
+    assert np.all(before <= queries + slack)
+    assert np.all(cumsum[found] > queries - slack)
+
+
 def test_prefixsum_search_clamps_out_of_range_queries():
     tree = SumSegmentTree(6)  # padded to 8 leaves
     tree.update(np.arange(5), np.array([1.0, 2.0, 0.0, 3.0, 0.0]))
@@ -89,6 +127,37 @@ def test_prefixsum_search_clamps_out_of_range_queries():
     found = tree.find_prefixsum_idx(np.array([total, total + 5.0, np.nextafter(total, 0.0)]))
     # the last leaf with mass, never a massless or padding leaf
     assert found.tolist() == [3, 3, 3]
+
+
+def test_prefixsum_search_negative_queries_and_no_mass():
+    tree = SumSegmentTree(4)
+    assert tree.find_prefixsum_idx(np.array([0.0, 1.0])).tolist() == [0, 0]  # no mass at all
+    tree.update(np.arange(4), np.array([0.0, 0.0, 2.0, 1.0]))
+    # negative queries count as 0: the first leaf with mass, like searchsorted(side="right")
+    assert tree.find_prefixsum_idx(np.array([-3.0, 0.0])).tolist() == [2, 2]
+
+
+def test_last_write_wins_and_assume_unique():
+    i, v = last_write_wins(np.array([5, 2, 5, 2, 7]), np.array([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert i.tolist() == [2, 5, 7] and v.tolist() == [4.0, 3.0, 5.0]
+    i, v = last_write_wins(np.array([1, 4]), np.array([9.0, 8.0]))  # already unique: untouched
+    assert i.tolist() == [1, 4] and v.tolist() == [9.0, 8.0]
+    tree = SumSegmentTree(8)
+    tree.update(np.array([6, 1, 3]), np.array([1.0, 2.0, 4.0]), assume_unique=True)  # unsorted
+    assert tree.total() == 7.0 and tree.leaves.tolist() == [0, 2, 0, 4, 0, 0, 1, 0]
+    assert_consistent(tree)
+
+
+def test_update_range():
+    tree = MinSegmentTree(10)
+    tree.update_range(7, 10, 3.0)
+    tree.update_range(0, 2, np.array([5.0, 4.0]))
+    tree.update_range(4, 4, 0.0)  # empty range: no-op
+    assert tree.leaves.tolist()[:3] == [5.0, 4.0, np.inf] and tree.min() == 3.0
+    assert tree.reduce(0, 5) == 4.0
+    assert_consistent(tree)
+    with pytest.raises(IndexError, match="bad range"):
+        tree.update_range(8, 11, 1.0)
 
 
 def test_prefixsum_search_keeps_query_shape_and_does_not_modify_input():
