@@ -193,23 +193,30 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
     start_iteration = algo.iteration
     reason = "stopped"
     # Ctrl-C: finish cleanly (checkpoint, stop workers). A second Ctrl-C aborts at once.
-    interrupted = {"count": 0}
+    interrupted = {"count": 0, "in_train": False}
 
     def on_sigint(signum: int, frame: Any) -> None:
         interrupted["count"] += 1
         if interrupted["count"] > 1:
             raise KeyboardInterrupt
-        raise _StopRequested()
+        if interrupted["in_train"]:
+            raise _StopRequested()  # otherwise the loop sees the count and stops
 
     previous = signal.signal(signal.SIGINT, on_sigint)
     result: dict[str, Any] = {}
     try:
         while True:
+            if interrupted["count"]:
+                reason = "interrupted (Ctrl-C)"
+                break
             try:
+                interrupted["in_train"] = True
                 result = algo.train()
             except _StopRequested:
                 reason = "interrupted (Ctrl-C)"
                 break
+            finally:
+                interrupted["in_train"] = False
             result["time_since_start_s"] = time.perf_counter() - start
             logger.log(result)
             if display:

@@ -11,6 +11,7 @@ Example (PPO's plan)::
 """
 
 from rldataflow.ops.batching import ConcatBatches, SelectExperiences, StandardizeFields
+from rldataflow.ops.learner_thread import LearnerThread
 from rldataflow.ops.reporting import CollectMetrics, StandardMetricsReporting
 from rldataflow.ops.rollouts import AsyncGradients, ParallelRollouts, RecordSampled
 from rldataflow.ops.train import (
@@ -24,7 +25,8 @@ from rldataflow.ops.train import (
 
 __all__ = [
     "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights",
-    "CollectMetrics", "ComputeGradients", "ConcatBatches", "ParallelRollouts", "RecordSampled",
+    "CollectMetrics", "ComputeGradients", "ConcatBatches", "LearnerThread", "ParallelRollouts",
+    "RecordSampled",
     "SelectExperiences", "StandardMetricsReporting", "StandardizeFields", "TrainOneStep",
     "UpdateTargetNetwork",
 ]

@@ -1,0 +1,7 @@
+"""``python -m rldataflow`` is the ``rldataflow`` command."""
+
+import sys
+
+from rldataflow.cli import main
+
+sys.exit(main())
