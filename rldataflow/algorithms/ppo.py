@@ -118,12 +118,14 @@ class UpdateKL:
 
     __name__ = "UpdateKL"
 
-    def __init__(self, workers: WorkerSet, kl_target: float) -> None:
+    def __init__(self, workers: WorkerSet, kl_target: float,
+                 policy_id: str | None = None) -> None:
         self.workers = workers
         self.kl_target = kl_target
+        self.policy_id = policy_id
 
     def __call__(self, item: tuple[SB, dict[str, float]]) -> tuple[SB, dict[str, float]]:
-        policy = self.workers.local_worker().policy
+        policy = self.workers.local_worker().get_policy(self.policy_id)
         kl = item[1].get("kl", 0.0)
         if policy.kl_coeff > 0:
             if kl > 2.0 * self.kl_target:
@@ -134,15 +136,26 @@ class UpdateKL:
         return item
 
 
+def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+                  policy_id: str | None = None) -> LocalIterator[tuple[SB, dict[str, float]]]:
+    """PPO's training sub-flow: a stream of experience in, ``(batch, learner stats)`` out.
+
+    ``policy_id`` trains one policy of a multi-agent worker, so PPO can be one branch of a
+    larger plan (see ``examples/ppo_and_dqn.py``).
+    """
+    return (batches
+            .for_each(ConcatBatches(min_batch_size=config.train_batch_size))
+            .for_each(StandardizeFields([SB.ADVANTAGES]))
+            .for_each(TrainOneStep(workers, num_epochs=config.num_epochs,
+                                   minibatch_size=config.minibatch_size, broadcast=False,
+                                   policy_id=policy_id))
+            .for_each(BroadcastWeights(workers))
+            .for_each(UpdateKL(workers, config.kl_target, policy_id)))
+
+
 def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    train_op = (rollouts
-                .for_each(ConcatBatches(min_batch_size=config.train_batch_size))
-                .for_each(StandardizeFields([SB.ADVANTAGES]))
-                .for_each(TrainOneStep(workers, num_epochs=config.num_epochs,
-                                       minibatch_size=config.minibatch_size, broadcast=False))
-                .for_each(BroadcastWeights(workers))
-                .for_each(UpdateKL(workers, config.kl_target)))
+    train_op = training_flow(rollouts, workers, config)
     return StandardMetricsReporting(train_op, workers,
                                     min_time_s=config.min_time_s_per_iteration,
                                     min_steps=config.min_steps_per_iteration)

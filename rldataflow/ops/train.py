@@ -18,17 +18,20 @@ class TrainOneStep(Operator):
     ``num_epochs`` passes over the batch in minibatches of ``minibatch_size`` rows (the whole
     batch when None). Weights travel once per step, serialized once for all workers; pass
     ``broadcast=False`` and add :class:`BroadcastWeights` where a plan wants that elsewhere.
-    Emits ``(batch, learner_stats)``. Example::
+    ``policy_id`` picks one policy of a multi-agent worker. Emits ``(batch, learner_stats)``.
+    Example::
 
         train_op = batches.for_each(TrainOneStep(workers, num_epochs=10, minibatch_size=256))
     """
 
     def __init__(self, workers: WorkerSet, num_epochs: int = 1,
-                 minibatch_size: int | None = None, broadcast: bool = True) -> None:
+                 minibatch_size: int | None = None, broadcast: bool = True,
+                 policy_id: str | None = None) -> None:
         self.workers = workers
         self.num_epochs = num_epochs
         self.minibatch_size = minibatch_size
         self.broadcast = broadcast
+        self.policy_id = policy_id
 
     @property
     def op_name(self) -> str:
@@ -39,11 +42,15 @@ class TrainOneStep(Operator):
         timer = metrics.timers["learn"]
         with timer:
             stats = self.workers.local_worker().learn_on_batch(
-                batch, num_epochs=self.num_epochs, minibatch_size=self.minibatch_size)
+                batch, policy_id=self.policy_id, num_epochs=self.num_epochs,
+                minibatch_size=self.minibatch_size)
         timer.push_units(batch.count)
         metrics.counters["env_steps_trained"] += batch.count
         metrics.counters["num_grad_updates"] += stats.get("num_grad_updates", 1)
-        metrics.info["learner"] = stats
+        if self.policy_id is None:
+            metrics.info["learner"] = stats
+        else:
+            metrics.info.setdefault("learner", {})[self.policy_id] = stats
         if self.broadcast and self.workers.remote_workers():
             with metrics.timers["broadcast_weights"]:
                 self.workers.sync_weights()

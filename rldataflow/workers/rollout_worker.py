@@ -295,9 +295,28 @@ class RolloutWorker:
         }
 
     # -- policy passthrough -------------------------------------------------------------------
-    def learn_on_batch(self, batch: SampleBatch, **kwargs: Any) -> dict[str, float]:
+    #: The id of the single policy (multi-agent workers hold several, see ``policy_ids``).
+    DEFAULT_POLICY_ID = "default_policy"
+
+    def policy_ids(self) -> list[str]:
+        return [self.DEFAULT_POLICY_ID]
+
+    def get_policy(self, policy_id: str | None = None) -> TorchPolicy:
+        """The worker's policy (``policy_id`` is accepted for multi-agent symmetry)."""
+        if policy_id not in (None, self.DEFAULT_POLICY_ID):
+            raise KeyError(f"unknown policy id {policy_id!r}; this worker has one policy "
+                           f"({self.DEFAULT_POLICY_ID!r})")
+        return self.policy
+
+    @property
+    def weights_version(self) -> int:
+        """Version of the weights :meth:`get_weights` returns (what ``sync_weights`` sends)."""
+        return self.policy.weights_version
+
+    def learn_on_batch(self, batch: SampleBatch, policy_id: str | None = None,
+                       **kwargs: Any) -> dict[str, float]:
         """``policy.learn_on_batch(batch, **kwargs)``."""
-        return self.policy.learn_on_batch(batch, **kwargs)
+        return self.get_policy(policy_id).learn_on_batch(batch, **kwargs)
 
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
         return self.policy.compute_gradients(batch)

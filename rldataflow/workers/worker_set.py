@@ -99,9 +99,9 @@ class WorkerSet:
         targets = self._remote if actors is None else list(actors)
         if not targets:
             return
-        policy = self._local.policy
-        futures = self.runtime.call_many(targets, "set_weights", policy.get_weights(),
-                                         policy.weights_version)
+        local = self._local
+        futures = self.runtime.call_many(targets, "set_weights", local.get_weights(),
+                                         local.weights_version)
         if wait:
             for fut in futures:
                 try:
