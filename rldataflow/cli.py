@@ -6,6 +6,7 @@
     rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
     rldataflow config ppo          # every config key, its type, default and meaning
     rldataflow plan ppo            # the algorithm's dataflow, as a tree
+    rldataflow plot runs/a runs/b --out curves.png
 """
 
 from __future__ import annotations
@@ -71,6 +72,12 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--format", choices=["text", "dot", "mermaid"], default="text")
     plan.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
 
+    plot = sub.add_parser("plot", help="plot learning curves of run directories to an image")
+    plot.add_argument("runs", nargs="+", help="run directories")
+    plot.add_argument("--out", default="learning_curves.png", help="image file (png/svg/pdf)")
+    plot.add_argument("--x", default="env_steps_sampled", help="x column of progress.csv")
+    plot.add_argument("--y", default="episode_return_mean", help="y column of progress.csv")
+
     sub.add_parser("list", help="list the algorithms")
     return parser
 
@@ -79,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _train, "evaluate": _evaluate, "config": _config, "plan": _plan,
-                "list": _list}
+                "plot": _plot, "list": _list}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -310,6 +317,18 @@ def _plan(args: argparse.Namespace) -> int:
         fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,
                "mermaid": algo.plan.to_mermaid}[args.format]
         print(fmt())
+    return EXIT_OK
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from rldataflow.utils.plotting import plot_runs
+
+    try:
+        out = plot_runs(args.runs, args.out, args.x, args.y)
+    except (FileNotFoundError, KeyError, ImportError) as exc:
+        print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(f"wrote {out}")
     return EXIT_OK
 
 

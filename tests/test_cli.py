@@ -111,3 +111,16 @@ def test_python_m_rldataflow_help():
     proc = run("--help")
     assert proc.returncode == 0 and "train" in proc.stdout
     assert os.path.exists(Path(sys.executable).parent / "rldataflow")
+
+
+def test_plot_writes_an_image(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "progress.csv").write_text(
+        "env_steps_sampled,episode_return_mean\n1000,20.5\n2000,\n3000,80.0\n")
+    out = tmp_path / "curves.png"
+    proc = run("plot", str(run_dir), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
+    proc = run("plot", str(tmp_path / "nope"))
+    assert proc.returncode == 2 and "no progress.csv" in proc.stderr
