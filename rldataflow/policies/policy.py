@@ -368,7 +368,7 @@ class TorchPolicy:
         if len(grads) != len(self._params):
             raise ValueError(f"expected {len(self._params)} gradient arrays, got {len(grads)}")
         for p, g in zip(self._params, grads, strict=True):
-            p.grad = torch.as_tensor(np.asarray(g, dtype=np.float32)).reshape(p.shape).clone()
+            p.grad = torch.tensor(np.asarray(g, dtype=np.float32)).reshape(p.shape)  # copies
         self.optimizer.step()
         self._step_done()
 

@@ -24,11 +24,26 @@ from rldataflow.workers import WorkerSet
 KW = dict(env="CartPole-v1", num_envs=2, rollout_fragment_length=10, seed=1)
 
 
-@pytest.fixture
-def workers(runtime):
-    ws = WorkerSet(runtime, 2, KW)
-    yield ws
-    ws.stop()
+@pytest.fixture(params=["inline", "process"])
+def workers(request):
+    # Every op on the two local runtimes; the ray runtime gets its own end-to-end test below
+    # (a Ray actor importing torch costs seconds, too many for one per op).
+    with get_runtime(request.param) as rt:
+        ws = WorkerSet(rt, 2, KW)
+        yield ws
+        ws.stop()
+
+
+@pytest.mark.ray
+def test_rollouts_train_and_report_on_ray(ray_runtime):
+    with get_runtime("ray") as rt:
+        ws = WorkerSet(rt, 2, KW)
+        train = ParallelRollouts(ws, mode="async", num_async=2).for_each(TrainOneStep(ws))
+        result = next(StandardMetricsReporting(train, ws, min_steps=60))
+        assert result["env_steps_trained"] >= 60
+        grads = AsyncGradients(ws).for_each(ApplyGradients(ws, update_all=False))
+        assert next(grads)["count"] == 20
+        ws.stop()
 
 
 def test_bulk_sync_concatenates_one_batch_per_worker(workers):
@@ -106,13 +121,15 @@ def test_microbatch_gradients_path(workers):
     assert workers.local_worker().policy.num_grad_updates == before + 1
 
 
-def test_async_gradients_update_source_worker_only(runtime):
-    ws = WorkerSet(runtime, 2, KW)
-    op = AsyncGradients(ws).for_each(ApplyGradients(ws, update_all=False))
+def test_async_gradients_update_source_worker_only(workers):
+    op = AsyncGradients(workers).for_each(ApplyGradients(workers, update_all=False))
     info = next(op)
     assert info["count"] == 20
     assert op.metrics.counters["env_steps_trained"] == 20
-    ws.stop()
+    source = op.metrics.current_actor
+    local = workers.local_worker().get_weights()
+    synced = source.call("get_weights").result()
+    assert all(np.array_equal(local[k], synced[k]) for k in local)
 
 
 def test_reporting_has_standard_keys(workers):
