@@ -61,3 +61,56 @@ def _warm_forkserver():
 
     make_runtime("process").shutdown()
     yield
+
+
+# =============================================================================================
+# flow tests: `driver_cpu`, a meter of the CPU the driver spends waiting in a plan (property 3)
+# =============================================================================================
+class DriverCpuMeter:
+    """Times a ``with`` block: wall seconds, CPU seconds of the whole driver process, and CPU
+    seconds of the threads a plan runs in (the main thread and rldataflow's own threads).
+
+    The plan figure leaves out threads that are not the plan's, e.g. Ray's background threads,
+    which after an earlier test's actors were killed may still be busy in this process.
+    """
+
+    def _threads(self) -> dict[int, float]:
+        import threading
+
+        import psutil
+
+        ids = {threading.main_thread().native_id}
+        ids.update(t.native_id for t in threading.enumerate() if t.name.startswith("rldataflow"))
+        return {t.id: t.user_time + t.system_time for t in psutil.Process().threads()
+                if t.id in ids}
+
+    def __enter__(self) -> DriverCpuMeter:
+        import time
+
+        self._threads0 = self._threads()
+        self._process0 = time.process_time()
+        self._wall0 = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import time
+
+        self.wall = time.perf_counter() - self._wall0
+        self.process_cpu = time.process_time() - self._process0
+        end = self._threads()
+        self.plan_cpu = sum(t - self._threads0.get(i, 0.0) for i, t in end.items())
+
+    @property
+    def plan_share(self) -> float:
+        return self.plan_cpu / self.wall
+
+    def __str__(self) -> str:
+        return (f"plan threads used {self.plan_cpu:.3f} CPU s, the whole process "
+                f"{self.process_cpu:.3f} CPU s, in {self.wall:.2f} s")
+
+
+@pytest.fixture
+def driver_cpu() -> DriverCpuMeter:
+    """``with driver_cpu as m: ...`` then ``m.plan_share`` (CPU s per wall s of the plan)."""
+    return DriverCpuMeter()
+# ======================================= end of flow test fixtures ===========================

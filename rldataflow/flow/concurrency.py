@@ -7,7 +7,7 @@ from typing import Any
 
 from rldataflow.flow.errors import creation_site
 from rldataflow.flow.local_iterator import LocalIterator
-from rldataflow.flow.signals import NOT_READY
+from rldataflow.flow.signals import NOT_READY, WAIT_STATE
 
 STAR = "*"
 #: A ``"*"`` turn ends after this many items even if its input is still ready, so an input that
@@ -33,11 +33,15 @@ def _round_robin(streams: list[Iterator[Any]], weights: list[int | str]) -> Iter
     """Deterministic turns: ``weights[i]`` items from input i, waiting for each in order.
 
     A ``"*"`` turn takes the items that are ready (at least one, at most ``STAR_MAX_ITEMS``).
+    An input that waits with ``waiting_on_plan(..., pass_turn=True)`` ends its turn; if every
+    live input does so in a row, NOT_READY goes up (nothing in the plan can move).
 
     Yields ``(input_index, item)`` pairs, or NOT_READY.
     """
     live = list(range(len(streams)))
     turn = 0
+    passed_in_a_row = 0
+    wait = WAIT_STATE
     while live:
         turn %= len(live)
         index = live[turn]
@@ -46,6 +50,7 @@ def _round_robin(streams: list[Iterator[Any]], weights: list[int | str]) -> Iter
         while True:
             if pulled >= (STAR_MAX_ITEMS if weight == STAR else weight):
                 break
+            passes, external = wait.turn_passes, wait.external
             try:
                 item = next(streams[index])
             except StopIteration:
@@ -55,9 +60,16 @@ def _round_robin(streams: list[Iterator[Any]], weights: list[int | str]) -> Iter
             if item is NOT_READY:
                 if weight == STAR and pulled >= 1:
                     break  # '*': take what is ready, then move on
+                if wait.turn_passes > passes and wait.external == external:
+                    passed_in_a_row += 1  # it waits for the other inputs: its turn ends
+                    if passed_in_a_row >= len(live):
+                        passed_in_a_row = 0
+                        yield item
+                    break
                 yield item  # wait for this input: the order must not depend on timing
                 continue
             pulled += 1
+            passed_in_a_row = 0
             yield (index, item)
         turn += 1
 

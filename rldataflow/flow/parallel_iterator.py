@@ -259,8 +259,9 @@ class ParallelIterator:
         """Items as they become ready, at most ``num_async`` requests in flight per shard.
 
         When a result arrives, that shard's next request is sent *before* the item is yielded
-        (so a weight update sent to the actor right after lands behind up to ``num_async - 1``
-        queued requests: the policy lag RL plans must account for).
+        (so a weight update sent to the actor right after lands behind the ``num_async``
+        requests queued there, the refill included: up to ``num_async`` more items from that
+        actor predate the update, the policy lag RL plans must account for).
 
         ``on_failure(shard_index, actor, error)`` is called when a shard's actor dies; if it
         returns a replacement actor, the shard's chain is installed there and the lost
@@ -310,7 +311,9 @@ class _GatherState:
         self.runtime = par.runtime
         self.on_failure = on_failure
         self.key = uuid.uuid4().hex[:12]
-        self.shards = [_LiveShard(i, spec, self.key) for i, spec in enumerate(par._shards)]
+        # one key per shard: the same actor may serve two shards of one gather (a union)
+        self.shards = [_LiveShard(i, spec, f"{self.key}:{i}")
+                       for i, spec in enumerate(par._shards)]
 
     def label(self, shard: _LiveShard) -> str:
         return f"{shard.index} ({shard.actor.name})"
@@ -318,7 +321,11 @@ class _GatherState:
     def install_all(self) -> None:
         futures = [self._install(s) for s in self.shards]
         for shard, fut in zip(self.shards, futures, strict=False):
-            self._result(shard, fut, installing=True)
+            try:
+                self._result(shard, fut, installing=True)
+            except ActorDiedError as err:  # died before the gather started: same policy
+                self.handle_death(shard, err)
+        self.shards = [s for s in self.shards if not s.retired]
 
     def _install(self, shard: _LiveShard) -> Future:
         spec = shard.spec

@@ -53,6 +53,8 @@ class _WaitState(threading.local):
     def __init__(self) -> None:
         self.external = 0
         self.internal: list[str] = []
+        #: how many times an input asked a round-robin union to end its turn (only ever grows)
+        self.turn_passes = 0
 
 
 WAIT_STATE = _WaitState()
@@ -63,6 +65,13 @@ def waiting_on_external() -> None:
     WAIT_STATE.external += 1
 
 
-def waiting_on_plan(reason: str) -> None:
-    """Called by an operator that yields NOT_READY until another part of the same plan moves."""
+def waiting_on_plan(reason: str, pass_turn: bool = False) -> None:
+    """Called by an operator that yields NOT_READY until another part of the same plan moves.
+
+    With ``pass_turn`` the operator has nothing to give *until the other inputs of a round-robin
+    union run* (a replay buffer below ``learning_starts``, say): the union then ends this input's
+    turn and moves on instead of waiting on it. Still deterministic: the reason is plan state.
+    """
     WAIT_STATE.internal.append(reason)
+    if pass_turn:
+        WAIT_STATE.turn_passes += 1

@@ -125,3 +125,26 @@ def test_a_failing_policy_is_reported_as_an_operator_error(remote_runtime):
     with pytest.raises(OperatorError, match="on_failure policy failed: RuntimeError: no spare"):
         for _ in range(100_000):
             next(it)
+
+
+@pytest.mark.parametrize("policy", ["replace", "drop", "none"])
+def test_a_shard_dead_before_the_gather_starts_gets_the_same_policy(remote_runtime, policy):
+    rt = remote_runtime
+    victim = rt.create_actor(Ticker, "victim", name="victim")
+    other = rt.create_actor(Ticker, "other", name="other")
+    os.kill(rt.call(victim, lambda inst: os.getpid()).result(timeout=60), signal.SIGKILL)
+    on_failure = {"replace": lambda i, a, e: rt.create_actor(Ticker, "replacement"),
+                  "drop": lambda i, a, e: None,
+                  "none": None}[policy]
+    it = from_actors([victim, other], "tick", runtime=rt).gather_sync(on_failure=on_failure)
+    if policy == "none":
+        with pytest.raises(ActorDiedError, match="victim"):
+            next(it)
+        return
+    tags = [t for t, _, _ in it.take(4)]
+    if policy == "replace":
+        assert tags == ["replacement", "other"] * 2
+        assert it.metrics.counters["shards_restarted"] == 1
+    else:
+        assert tags == ["other"] * 4
+        assert it.metrics.counters["shards_dropped"] == 1

@@ -12,7 +12,6 @@ from rldataflow.flow import (
     LocalIterator,
     Metrics,
     Operator,
-    OperatorError,
     StreamOperator,
     from_local_iterable,
     from_range,

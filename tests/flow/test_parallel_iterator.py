@@ -147,9 +147,17 @@ def test_union_select_shards_and_every_gather_drop_exhausted_shards(runtime):
     it = again(u).gather_async(num_async=3)
     out = list(it)
     assert sorted(out) == ["a0", "a1", "a2", "a3", "c0"]
-    assert [x for x in out if x[0] == "a"] == ["a0", "a1", "a2", "a3"]
+    if runtime.name != "ray":  # (Ray does not promise to report a shard's replies in order)
+        assert [x for x in out if x[0] == "a"] == ["a0", "a1", "a2", "a3"]
     with pytest.raises(StopIteration):
         next(it)
+
+
+def test_one_actor_may_serve_two_shards_of_one_gather(runtime):
+    actor = runtime.create_actor(Block, 0, 3)
+    p1 = from_actors([actor], lambda inst: inst.stream(), runtime=runtime)
+    p2 = from_actors([actor], lambda inst: inst.stream(), runtime=runtime).for_each(lambda x: -x)
+    assert list(p1.union(p2).gather_sync()) == [0, 0, 1, -1, 2, -2]
 
 
 def test_union_of_two_runtimes_is_an_error():
@@ -280,7 +288,7 @@ def test_actor_side_metrics_are_merged_into_the_gathered_iterator(runtime):
     assert "test_parallel_iterator.py:" in text
 
 
-def test_gather_async_does_not_busy_poll_while_actors_are_slow():
+def test_gather_async_does_not_busy_poll_while_actors_are_slow(driver_cpu):
     def slow(x):
         time.sleep(0.2)
         return x
@@ -289,10 +297,35 @@ def test_gather_async_does_not_busy_poll_while_actors_are_slow():
         it = from_range(10_000, num_shards=2, repeat=True, runtime=rt).for_each(slow) \
             .gather_async(num_async=1)
         it.take(2)  # actors started, chains installed
-        wall0, cpu0 = time.perf_counter(), time.process_time()
-        got = it.take(8)
-        wall, cpu = time.perf_counter() - wall0, time.process_time() - cpu0
-    assert len(got) == 8
-    assert wall > 0.6
-    assert cpu / wall < 0.05, f"driver used {cpu:.3f} CPU s in {wall:.2f} s"
+        with driver_cpu:
+            got = it.take(8)
+    assert len(got) == 8 and driver_cpu.wall > 0.6
+    assert driver_cpu.plan_share < 0.05, str(driver_cpu)
 
+
+
+class Versioned:
+    """A sampler whose items carry the version of the weights it had when it made them."""
+
+    def __init__(self):
+        self.version = 0
+
+    def sample(self):
+        time.sleep(0.005)
+        return self.version
+
+    def set_version(self, version):
+        self.version = version
+
+
+def test_gather_async_policy_lag_is_num_async_items(runtime):
+    # refill-before-yield: an update sent right after an item lands behind num_async requests
+    actor = runtime.create_actor(Versioned)
+    for num_async in (1, 2, 3):
+        it = from_actors([actor], "sample", runtime=runtime).gather_async(num_async=num_async)
+        it = it.zip_with_source_actor()
+        it.take(3)
+        source, _ = next(it)
+        runtime.call(source, "set_version", num_async)
+        versions = [v for _, v in it.take(num_async + 2)]
+        assert versions == [num_async - 1] * num_async + [num_async] * 2, num_async
