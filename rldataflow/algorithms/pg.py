@@ -36,7 +36,7 @@ def _h(text: str) -> dict[str, str]:
 
 @dataclass
 class Config(AlgorithmConfig):
-    """PG settings; the defaults reach a CartPole-v1 mean return of 150 in about 100k steps.
+    """PG settings; the defaults reach a CartPole-v1 mean return of 150 in about 75k steps.
 
     One SGD step per train batch (on-policy: the batch is thrown away after it), as in
     REINFORCE; the value baseline only reduces the variance of the estimate.
@@ -97,10 +97,18 @@ def policy_factory(config: Config):
     return make
 
 
+def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+                  policy_id: str | None = None) -> LocalIterator[tuple[SB, dict[str, float]]]:
+    """PG's training sub-flow: experience in, ``(batch, learner stats)`` out (``policy_id``:
+    one policy of a multi-agent worker, so PG can be a branch of a larger plan)."""
+    return (batches
+            .for_each(ConcatBatches(min_batch_size=config.train_batch_size))
+            .for_each(TrainOneStep(workers, policy_id=policy_id)))
+
+
 def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
-    train_op = (ParallelRollouts(workers, mode="bulk_sync")
-                .for_each(ConcatBatches(min_batch_size=config.train_batch_size))
-                .for_each(TrainOneStep(workers)))
+    rollouts = ParallelRollouts(workers, mode="bulk_sync")
+    train_op = training_flow(rollouts, workers, config)
     return StandardMetricsReporting(train_op, workers,
                                     min_time_s=config.min_time_s_per_iteration,
                                     min_steps=config.min_steps_per_iteration)
