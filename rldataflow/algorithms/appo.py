@@ -1,0 +1,189 @@
+"""APPO: asynchronous PPO, i.e. IMPALA's dataflow with PPO's clipped surrogate on V-trace
+advantages (as in RLlib's APPO; PPO: Schulman et al. 2017, arXiv:1707.06347; V-trace: Espeholt
+et al. 2018, arXiv:1802.01561).
+
+A *target network*, a copy of the policy refreshed every ``target_update_frequency`` learner
+updates, plays PPO's "old policy": V-trace evaluates it (``pi_old``) against the behaviour policy
+``mu`` that sampled the batch, and the surrogate clips the current policy's ratio to it::
+
+    ratio   = clip(mu(a|x) / pi_old(a|x), 0, 2) * pi(a|x) / mu(a|x)          (~ pi / pi_old)
+    L_pi    = -mean(min(ratio * A, clip(ratio, 1 - eps, 1 + eps) * A))       A: V-trace advantages
+    L_V     = 0.5 * mean((V(x) - v_s)^2)                                      v_s: V-trace targets
+    loss    = L_pi + vf_loss_coeff * L_V - entropy_coeff * H + [kl_coeff * KL(pi_old || pi)]
+
+The optional KL penalty adapts its coefficient like PPO's (x1.5 above 2 x ``kl_target``, x0.5
+below half of it), on the learner after each update.
+
+Dataflow: IMPALA's training flow plus one step, the target network update::
+
+    impala.build_flow(workers, config, learner)
+      .for_each(UpdateTargetNetwork(policy.request_target_update, every N learner updates))
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from rldataflow.algorithms import impala
+from rldataflow.algorithms.impala import (  # noqa: F401  (Algorithm hooks, shared with IMPALA)
+    VTraceLearner,
+    VTracePolicy,
+    get_extra_state,
+    parts_of,
+    set_extra_state,
+    stop,
+)
+from rldataflow.data import SampleBatch as SB
+from rldataflow.flow import LocalIterator
+from rldataflow.ops import UpdateTargetNetwork
+from rldataflow.utils.config import ConfigError
+from rldataflow.workers import WorkerSet
+
+TARGET_LOGP = "target_logp"
+TARGET_DIST_INPUTS = "target_dist_inputs"
+
+
+def _h(text: str) -> dict[str, str]:
+    return {"help": text}
+
+
+@dataclass
+class Config(impala.Config):
+    """APPO settings: IMPALA's plus the surrogate clip, the target network and the KL penalty."""
+
+    clip_param: float = field(default=0.4, metadata=_h("surrogate clip range epsilon"))
+    target_update_frequency: int = field(
+        default=1, metadata=_h("learner updates (train batches) between target network "
+                               "updates"))
+    use_kl_loss: bool = field(default=False, metadata=_h("add the adaptive KL penalty"))
+    kl_coeff: float = field(default=1.0, metadata=_h("initial KL penalty weight"))
+    kl_target: float = field(default=0.01, metadata=_h("KL the adaptive penalty aims for"))
+
+    def validate(self) -> None:
+        super().validate()
+        if self.clip_param <= 0:
+            raise ConfigError("config key 'clip_param' must be > 0")
+        if self.target_update_frequency < 1:
+            raise ConfigError("config key 'target_update_frequency' must be >= 1")
+
+
+class AppoPolicy(VTracePolicy):
+    """A VTracePolicy with a target network (``target_model``) and a KL coefficient.
+
+    The driver asks for a target update with :meth:`request_target_update` (a flag); the
+    learner performs it before its next update, so the target never changes mid-step.
+    The target weights and the KL coefficient are part of :meth:`get_state` (checkpoints).
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.target_model = copy.deepcopy(self.model)
+        for p in self.target_model.parameters():
+            p.requires_grad_(False)
+        self.kl_coeff = float(self.config.get("kl_coeff", 0.0))
+        self.target_update_pending = False
+
+    def update_target(self) -> None:
+        with self.lock:
+            self.target_model.load_state_dict(self.model.state_dict())
+            self.target_update_pending = False
+
+    def request_target_update(self) -> None:
+        self.target_update_pending = True
+
+    def get_state(self) -> dict[str, Any]:
+        with self.lock:
+            state = super().get_state()
+            state["target_weights"] = {k: v.detach().clone()
+                                       for k, v in self.target_model.state_dict().items()}
+            state["kl_coeff"] = float(self.kl_coeff)
+            return state
+
+    def set_state(self, state: Any) -> None:
+        with self.lock:
+            super().set_state(state)
+            if "target_weights" in state:
+                self.target_model.load_state_dict(
+                    {k: torch.as_tensor(v) for k, v in state["target_weights"].items()})
+            if "kl_coeff" in state:
+                self.kl_coeff = float(state["kl_coeff"])
+
+
+def appo_loss(policy: AppoPolicy, batch: dict[str, torch.Tensor]
+              ) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Clipped surrogate on V-trace advantages + value loss (+ KL) - entropy bonus."""
+    cfg = policy.config
+    dist_inputs, values = policy.model(batch[SB.OBS])
+    dist = policy.action_dist(dist_inputs)
+    logp = dist.logp(batch[SB.ACTIONS])
+    behaviour_logp = batch[SB.ACTION_LOGP]
+    is_ratio = torch.clamp(torch.exp(behaviour_logp - batch[TARGET_LOGP]), 0.0, 2.0)
+    ratio = is_ratio * torch.exp(logp - behaviour_logp)
+    adv = batch[SB.ADVANTAGES]
+    clip = cfg["clip_param"]
+    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
+    policy_loss = -surrogate.mean()
+    vf_loss = 0.5 * ((values - batch[SB.VALUE_TARGETS]) ** 2).mean()
+    entropy = dist.entropy().mean()
+    kl = policy.action_dist(batch[TARGET_DIST_INPUTS]).kl(dist).mean()
+    total = policy_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
+    if cfg["use_kl_loss"]:
+        total = total + policy.kl_coeff * kl
+    clip_frac = ((ratio - 1).abs() > clip).float().mean()
+    return total, {"policy_loss": policy_loss, "vf_loss": vf_loss, "entropy": entropy,
+                   "kl": kl, "clip_fraction": clip_frac, "total_loss": total}
+
+
+class AppoLearner(VTraceLearner):
+    """V-trace against the target network; target updates and KL adaptation between steps."""
+
+    policy: AppoPolicy
+
+    def _target_logp(self, obs: torch.Tensor, actions: torch.Tensor, dist_inputs: torch.Tensor,
+                     batch: SB) -> torch.Tensor:
+        out = self.policy.target_model(obs)
+        target_inputs = out[0] if isinstance(out, tuple) else out
+        target_logp = self.policy.action_dist(target_inputs).logp(actions)
+        batch[TARGET_DIST_INPUTS] = target_inputs.numpy()
+        batch[TARGET_LOGP] = target_logp.numpy()
+        return target_logp
+
+    def train_columns(self) -> tuple[str, ...]:
+        return (*self.TRAIN_COLUMNS, TARGET_LOGP, TARGET_DIST_INPUTS)
+
+    def before_update(self) -> None:
+        if self.policy.target_update_pending:
+            self.policy.update_target()
+
+    def after_update(self, stats: dict[str, float]) -> None:
+        policy, cfg = self.policy, self.config
+        if cfg.use_kl_loss:
+            kl = stats.get("kl", 0.0)
+            if kl > 2.0 * cfg.kl_target:
+                policy.kl_coeff *= 1.5
+            elif kl < 0.5 * cfg.kl_target:
+                policy.kl_coeff *= 0.5
+        stats["kl_coeff"] = policy.kl_coeff
+
+
+def policy_factory(config: Config):
+    return impala.policy_factory(config, AppoPolicy, appo_loss, clip_param=config.clip_param,
+                                 use_kl_loss=config.use_kl_loss, kl_coeff=config.kl_coeff)
+
+
+def make_workers(config: Config, runtime: Any) -> WorkerSet:
+    return impala.make_workers(config, runtime, factory=policy_factory(config))
+
+
+def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+    learner = impala.make_learner(workers, config, AppoLearner)
+    policy = learner.policy
+    train_op = impala.build_flow(workers, config, learner).for_each(
+        UpdateTargetNetwork(policy.request_target_update,
+                            config.target_update_frequency * config.train_batch_size,
+                            by_steps_trained=True))
+    return impala.report(train_op, workers, config)

@@ -1,0 +1,275 @@
+"""Tree aggregation: aggregator actors that each own a group of rollout workers and hand the
+driver whole train batches (the IMPALA paper's tier between many actors and one learner).
+
+Without it, every sample batch of every worker crosses into the driver, which unpickles and
+concatenates them while its learner thread trains: with many workers the driver becomes the
+bottleneck. With ``num_aggregators`` aggregators, each one gathers asynchronously from its own
+workers, pushes the newest weights to each worker as its batch arrives, concatenates the batches
+to ``min_batch_size`` rows and answers the driver's ``next_batch()`` with one train batch::
+
+    driver:      from_actors(aggregators, "next_batch").gather_async() -> ... -> learner
+    aggregator:  from_actors(its workers, "sample").gather_async(num_async)
+                   -> PushWeights -> ConcatBatches(min_batch_size)
+
+Each aggregator starts its workers on a runtime of its own kind inside its process: on the
+``process`` runtime its workers are child processes of the aggregator (data flows worker ->
+aggregator -> driver, never through the driver twice); on ``ray`` they are Ray actors of the same
+cluster, placed by Ray; on ``inline`` everything stays in the driver (for debugging).
+A dead worker is replaced by its aggregator (next seed in line, the aggregator's newest
+weights); a dead aggregator is replaced by the driver, with a fresh group of workers.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from rldataflow.data import SampleBatch
+from rldataflow.flow import LocalIterator, Operator, from_actors
+from rldataflow.ops.batching import ConcatBatches
+from rldataflow.ops.rollouts import RecordSampled
+from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
+from rldataflow.runtime.base import ALL_COMPLETED
+from rldataflow.workers.worker_set import RESTART_SEED_STRIDE
+
+logger = logging.getLogger(__name__)
+
+WeightsFn = Callable[[], tuple[Any, int]]
+
+
+def split_worker_indexes(num_workers: int, num_groups: int) -> list[list[int]]:
+    """Worker indexes ``1..num_workers`` in ``num_groups`` contiguous, near-equal groups.
+
+    Example: ``split_worker_indexes(5, 2) == [[1, 2, 3], [4, 5]]``
+    """
+    if num_groups < 1 or num_groups > num_workers:
+        raise ValueError(f"need 1 <= num_groups <= num_workers, got {num_groups} groups for "
+                         f"{num_workers} workers")
+    bounds = [num_workers * g // num_groups for g in range(num_groups + 1)]
+    return [list(range(bounds[g] + 1, bounds[g + 1] + 1)) for g in range(num_groups)]
+
+
+class WorkerGroup:
+    """Rollout workers with given indexes on one runtime (no local worker), with restarts."""
+
+    def __init__(self, runtime: Runtime, worker_cls: type, worker_kwargs: dict[str, Any],
+                 worker_indexes: Sequence[int], restart_failed: bool = True) -> None:
+        self.runtime = runtime
+        self.worker_cls = worker_cls
+        self.worker_kwargs = dict(worker_kwargs)
+        self.indexes = list(worker_indexes)
+        self.restart_failed = restart_failed
+        self.num_restarts = 0
+        self._restarts_of = [0] * len(self.indexes)
+        self.actors = [self._create(i, 0) for i in self.indexes]
+        runtime.wait([a.call("ping") for a in self.actors], ALL_COMPLETED)
+        for actor in self.actors:
+            actor.call("ping").result()  # constructor errors surface here, naming the worker
+
+    def _create(self, index: int, restarts: int) -> ActorHandle:
+        kwargs = dict(self.worker_kwargs)
+        kwargs["seed"] = int(kwargs.get("seed", 0)) + restarts * RESTART_SEED_STRIDE
+        return self.runtime.create_actor(self.worker_cls, **kwargs, worker_index=index,
+                                         name=f"{self.worker_cls.__name__}-{index}")
+
+    def replace_dead(self, shard_index: int, actor: ActorHandle, error: ActorDiedError,
+                     weights: tuple[Any, int] | None = None) -> ActorHandle:
+        if not self.restart_failed:
+            raise error
+        pos = next((i for i, a in enumerate(self.actors) if a.actor_id == actor.actor_id), None)
+        if pos is None:
+            raise error
+        self._restarts_of[pos] += 1
+        self.num_restarts += 1
+        logger.warning("%s; restarting it (restart #%d)", error, self.num_restarts)
+        self.runtime.kill(actor)
+        replacement = self._create(self.indexes[pos], self._restarts_of[pos])
+        self.actors[pos] = replacement
+        if weights is not None and weights[0] is not None:
+            replacement.call("set_weights", weights[0], weights[1])
+        return replacement
+
+    def stop(self) -> None:
+        for actor in self.actors:
+            self.runtime.kill(actor)
+        self.actors = []
+
+
+class _PushWeights(Operator):
+    """Inside an aggregator: send its newest weights to the worker whose batch just arrived."""
+
+    op_name = "PushWeights(source)"
+
+    def __init__(self, owner: AggregationWorker) -> None:
+        self.owner = owner
+
+    def __call__(self, batch: Any) -> Any:
+        self.owner._push_to(self.metrics.current_actor)
+        return batch
+
+
+class AggregationWorker:
+    """The aggregator actor: owns a :class:`WorkerGroup` and serves whole train batches.
+
+    Args:
+        runtime_name: kind of runtime to start the workers on (``"process"``, ``"ray"``,
+            ``"inline"``), created inside this actor.
+        runtime_options: options of that runtime.
+        worker_cls / worker_kwargs: how to build each rollout worker.
+        worker_indexes: the global indexes of this group's workers (they decide the seeds).
+        num_async: sample requests in flight per worker.
+        min_batch_size: rows per batch returned by :meth:`next_batch`.
+    """
+
+    def __init__(self, runtime_name: str, runtime_options: dict[str, Any], worker_cls: type,
+                 worker_kwargs: dict[str, Any], worker_indexes: Sequence[int], num_async: int,
+                 min_batch_size: int, restart_failed: bool = True) -> None:
+        from rldataflow.startup import make_runtime
+
+        self.runtime = make_runtime(runtime_name, runtime_options)
+        try:
+            self.group = WorkerGroup(self.runtime, worker_cls, worker_kwargs, worker_indexes,
+                                     restart_failed)
+        except BaseException:
+            self.runtime.shutdown()
+            raise
+        self.num_async = num_async
+        self.min_batch_size = min_batch_size
+        self._weights: Any = None
+        self._version = -1
+        self._sent: dict[int, int] = {}
+        self._stream: LocalIterator[SampleBatch] | None = None
+
+    def _replace(self, shard_index: int, actor: ActorHandle,
+                 error: ActorDiedError) -> ActorHandle:
+        new = self.group.replace_dead(shard_index, actor, error, (self._weights, self._version))
+        self._sent[new.actor_id] = self._version
+        return new
+
+    def _push_to(self, actor: ActorHandle | None) -> None:
+        if actor is None or self._weights is None:
+            return
+        if self._sent.get(actor.actor_id, -1) < self._version:
+            self.runtime.call(actor, "set_weights", self._weights, self._version)
+            self._sent[actor.actor_id] = self._version
+
+    def next_batch(self) -> SampleBatch:
+        """One batch of at least ``min_batch_size`` rows from this group's workers."""
+        if self._stream is None:
+            par = from_actors(self.group.actors, "sample", runtime=self.runtime,
+                              name=f"workers {self.group.indexes}")
+            self._stream = (par.gather_async(num_async=self.num_async,
+                                             on_failure=self._replace)
+                            .for_each(_PushWeights(self))
+                            .for_each(ConcatBatches(self.min_batch_size)))
+        batch = next(self._stream)
+        batch.info["aggregator_worker_restarts"] = self.group.num_restarts
+        return batch
+
+    def set_weights(self, weights: Any, version: int, push_now: bool = False) -> None:
+        """Keep the newest weights; each worker gets them after its next batch arrives (or at
+        once with ``push_now``)."""
+        if version <= self._version:
+            return
+        self._weights, self._version = weights, int(version)
+        if push_now:
+            futures = [self.runtime.call(a, "set_weights", weights, version)
+                       for a in self.group.actors]
+            for actor, fut in zip(self.group.actors, futures, strict=True):
+                fut.result()
+                self._sent[actor.actor_id] = self._version
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of this group's workers (process runtime; for tests and tooling)."""
+        pid = getattr(self.runtime, "pid", None)
+        return [pid(a) for a in self.group.actors] if pid is not None else []
+
+    def ping(self) -> str:
+        return "ok"
+
+    def stop(self) -> None:
+        self.group.stop()
+        self.runtime.shutdown()
+
+
+class AggregatorSet:
+    """The driver's side of the aggregation tier: ``num_aggregators`` aggregator actors.
+
+    Example::
+
+        aggs = AggregatorSet(workers.runtime, 2, RolloutWorker, worker_kwargs, num_workers=8,
+                             num_async=2, min_batch_size=512, weights_fn=learner_weights)
+        batches = aggs.gather()            # train batches, as ready, counted as sampled
+        ...
+        aggs.stop()
+
+    ``weights_fn() -> (weights, version)`` gives the weights a (re)started aggregator pushes to
+    its workers at once, so no worker samples with its random initial weights.
+    """
+
+    def __init__(self, runtime: Runtime, num_aggregators: int, worker_cls: type,
+                 worker_kwargs: dict[str, Any], num_workers: int, num_async: int,
+                 min_batch_size: int, weights_fn: WeightsFn,
+                 runtime_options: dict[str, Any] | None = None,
+                 restart_failed: bool = True) -> None:
+        self.runtime = runtime
+        self.groups = split_worker_indexes(num_workers, num_aggregators)
+        self.weights_fn = weights_fn
+        self.restart_failed = restart_failed
+        self.num_restarts = 0
+        self._ctor = dict(runtime_name=runtime.name, runtime_options=dict(runtime_options or {}),
+                          worker_cls=worker_cls, worker_kwargs=dict(worker_kwargs),
+                          num_async=num_async, min_batch_size=min_batch_size,
+                          restart_failed=restart_failed)
+        self.actors: list[ActorHandle] = []
+        try:
+            for g, indexes in enumerate(self.groups):
+                self.actors.append(self._create(g, indexes))
+            weights, version = weights_fn()
+            futures = [a.call("set_weights", weights, version, push_now=True)
+                       for a in self.actors]
+            for fut in futures:
+                fut.result()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _create(self, group: int, indexes: list[int]) -> ActorHandle:
+        return self.runtime.create_actor(AggregationWorker, worker_indexes=indexes,
+                                         name=f"AggregationWorker-{group}", **self._ctor)
+
+    def gather(self, num_async: int = 1) -> LocalIterator[SampleBatch]:
+        """Train batches from the aggregators as they are ready (counted as sampled)."""
+        par = from_actors(self.actors, "next_batch", runtime=self.runtime,
+                          name=f"aggregators({len(self.actors)} x "
+                               f"{'/'.join(str(len(g)) for g in self.groups)} workers)")
+        return par.gather_async(num_async=num_async,
+                                on_failure=self.replace_dead).for_each(RecordSampled())
+
+    def replace_dead(self, shard_index: int, actor: ActorHandle,
+                     error: ActorDiedError) -> ActorHandle:
+        """Failure policy: start a new aggregator (and workers) for the dead one's group."""
+        if not self.restart_failed:
+            raise error
+        pos = next((i for i, a in enumerate(self.actors) if a.actor_id == actor.actor_id), None)
+        if pos is None:
+            raise error
+        self.num_restarts += 1
+        logger.warning("%s; restarting the aggregator and its workers", error)
+        self.runtime.kill(actor)
+        replacement = self._create(pos, self.groups[pos])
+        weights, version = self.weights_fn()
+        replacement.call("set_weights", weights, version, push_now=True).result()
+        self.actors[pos] = replacement
+        return replacement
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the aggregators (each stops its workers); kill those that do not finish."""
+        futures = [a.call("stop") for a in self.actors]
+        if futures:
+            self.runtime.wait(futures, ALL_COMPLETED, timeout=timeout)
+        for actor in self.actors:
+            self.runtime.kill(actor)
+        self.actors = []
+
