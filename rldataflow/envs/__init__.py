@@ -11,6 +11,13 @@ Example::
 This layer imports Gymnasium and numpy only (no torch).
 """
 
+from rldataflow.envs.multi_agent import (
+    MULTI_AGENT_CARTPOLE_ID,
+    MultiAgentCartPole,
+    is_multi_agent_env,
+    make_multi_agent_cartpole,
+    make_multi_agent_env,
+)
 from rldataflow.envs.registry import (
     EnvCreator,
     EnvError,
@@ -31,12 +38,15 @@ from rldataflow.envs.spaces import (
 from rldataflow.envs.vector_env import VectorEnv, make_vector_env
 
 register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
+register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
 
 __all__ = [
+    "MULTI_AGENT_CARTPOLE_ID",
     "SLEEP_CARTPOLE_ID",
     "EnvCreator",
     "EnvError",
     "EnvSpec",
+    "MultiAgentCartPole",
     "ObsPreprocessor",
     "SleepCartPoleEnv",
     "UnsupportedSpaceError",
@@ -44,7 +54,10 @@ __all__ = [
     "action_to_env_fn",
     "check_action_space",
     "is_image_space",
+    "is_multi_agent_env",
     "make_env",
+    "make_multi_agent_cartpole",
+    "make_multi_agent_env",
     "make_sleep_cartpole",
     "make_vector_env",
     "obs_preprocessor",

@@ -10,8 +10,17 @@ Example (PPO's plan)::
     return StandardMetricsReporting(train_op, workers)
 """
 
+from rldataflow.ops.aggregation import AggregationWorker, AggregatorSet
 from rldataflow.ops.batching import ConcatBatches, SelectExperiences, StandardizeFields
 from rldataflow.ops.learner_thread import LearnerThread
+from rldataflow.ops.mixin_replay import MixInReplay
+from rldataflow.ops.replay import (
+    Replay,
+    ReplayActor,
+    StoreToReplayBuffer,
+    ThrottleSampling,
+    UpdatePriorities,
+)
 from rldataflow.ops.reporting import CollectMetrics, StandardMetricsReporting
 from rldataflow.ops.rollouts import AsyncGradients, ParallelRollouts, RecordSampled
 from rldataflow.ops.train import (
@@ -24,9 +33,11 @@ from rldataflow.ops.train import (
 )
 
 __all__ = [
+    "AggregationWorker", "AggregatorSet", "MixInReplay",
     "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights",
     "CollectMetrics", "ComputeGradients", "ConcatBatches", "LearnerThread", "ParallelRollouts",
-    "RecordSampled",
+    "RecordSampled", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",
+    "UpdatePriorities",
     "SelectExperiences", "StandardMetricsReporting", "StandardizeFields", "TrainOneStep",
     "UpdateTargetNetwork",
 ]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from rldataflow.flow import NOT_READY, LocalIterator, Metrics, StreamOperator
+from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
 from rldataflow.workers import WorkerSet
 
 
@@ -21,7 +22,8 @@ class CollectMetrics(StreamOperator):
     ``window`` finished episodes), ``episode_len_mean``, ``episodes_total``,
     ``env_steps_sampled``, ``env_steps_trained``, ``throughput`` (sampled env steps per second
     in this iteration), ``learner`` (the latest learner stats), ``timers`` and
-    ``worker_restarts``.
+    ``worker_restarts``. Multi-agent runs add ``policy_return_mean``: ``{policy_id: mean
+    return of the last window of agent sub-episodes that policy drove}``.
     """
 
     def __init__(self, workers: WorkerSet | None = None, min_time_s: float = 0.0,
@@ -78,6 +80,11 @@ class CollectMetrics(StreamOperator):
             "counters": {k: v for k, v in counters.items()},
             "worker_restarts": self.workers.num_restarts if self.workers else 0,
         }
+        per_policy = {name[len(POLICY_RETURN_WINDOW):]: metrics.window(name)
+                      for name in metrics.window_names() if name.startswith(POLICY_RETURN_WINDOW)}
+        if per_policy:
+            result["policy_return_mean"] = {pid: float(np.mean(v)) if v else nan
+                                            for pid, v in per_policy.items()}
         for key, value in metrics.info.items():
             if key != "learner" and isinstance(value, (int, float)):
                 result[key] = value

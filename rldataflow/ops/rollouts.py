@@ -9,8 +9,13 @@ from rldataflow.data import SampleBatch
 from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
 from rldataflow.flow.local_iterator import from_local_iterable
 from rldataflow.workers import WorkerSet
+from rldataflow.workers.multi_agent_worker import POLICY_RETURNS_PREFIX
 
 ROLLOUT_MODES = ("bulk_sync", "async", "raw")
+
+#: Metrics window of policy ``pid``'s agent sub-episode returns: ``POLICY_RETURN_WINDOW + pid``
+#: (filled from multi-agent batches' ``stats[POLICY_RETURNS_PREFIX + pid]``).
+POLICY_RETURN_WINDOW = "policy_episode_return/"
 
 
 class RecordSampled(Operator):
@@ -30,6 +35,9 @@ def record_sampled(metrics: Any, count: int, stats: dict[str, Any]) -> None:
         metrics.record_many("episode_return", returns)
         metrics.record_many("episode_len", stats.get("episode_lengths", ()))
         metrics.counters["episodes_total"] += len(returns)
+    for key, values in stats.items():
+        if key.startswith(POLICY_RETURNS_PREFIX) and len(values):
+            metrics.record_many(POLICY_RETURN_WINDOW + key[len(POLICY_RETURNS_PREFIX):], values)
 
 
 def ParallelRollouts(workers: WorkerSet, mode: str = "bulk_sync",

@@ -56,6 +56,8 @@ __all__ = [
 
 C = TypeVar("C")
 
+#: Named values of ``policy_mapping_fn`` (see ``rldataflow.policies.policy_spec``).
+_MAPPING_MODES = ("shared", "by_agent")
 _TRUE_STRINGS = {"true", "yes", "on", "1"}
 _FALSE_STRINGS = {"false", "no", "off", "0"}
 
@@ -149,6 +151,17 @@ class AlgorithmConfig:
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = field(
         default="INFO", metadata=_help("logging level of the rldataflow loggers")
     )
+    policies: dict[str, dict[str, Any]] = field(
+        default_factory=dict,
+        metadata=_help("multi-agent: policy id -> overrides of this config for that policy "
+                       "(e.g. {p0: {}, p1: {lr: 0.001}}); empty = single-agent"),
+    )
+    policy_mapping_fn: Union[str, Callable[..., Any], None] = field(
+        default=None,
+        metadata=_help("multi-agent: agent id -> policy id; 'shared' (all agents, one policy), "
+                       "'by_agent' (policy named like the agent, else the i-th policy for the "
+                       "i-th agent) or a callable; None = 'shared'"),
+    )
 
     def validate(self) -> None:
         """Cross-field and range checks; raise :class:`ConfigError` naming the key.
@@ -182,6 +195,35 @@ class AlgorithmConfig:
                self.evaluation_num_episodes)
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0",
                self.checkpoint_every)
+        self._validate_policies()
+
+    def _validate_policies(self) -> None:
+        if not self.policies:
+            _check(self.policy_mapping_fn is None, "policy_mapping_fn",
+                   "needs `policies` (multi-agent)", self.policy_mapping_fn)
+            return
+        self._validate_policy_mapping()
+        for pid, overrides in self.policies.items():
+            bad = sorted(set(overrides) & {"policies", "policy_mapping_fn"})
+            if bad:
+                raise ConfigError(f"config key 'policies.{pid}' cannot override {bad[0]!r}")
+            try:  # the overrides are validated like any config, with did-you-mean hints
+                self.replace(policies={}, policy_mapping_fn=None, **overrides)
+            except ConfigError as e:
+                raise ConfigError(f"in config key 'policies.{pid}': {e}") from None
+
+    def _validate_policy_mapping(self) -> None:
+        mapping = self.policy_mapping_fn
+        if isinstance(mapping, str) and mapping not in _MAPPING_MODES:
+            hint = _did_you_mean(mapping, _MAPPING_MODES)
+            raise ConfigError(f"config key 'policy_mapping_fn' must be one of {_MAPPING_MODES} "
+                              f"or a callable, got {mapping!r}{hint} (a callable saved in a "
+                              "checkpoint is stored by name: pass policy_mapping_fn= again "
+                              "to Algorithm.restore)")
+        if mapping in (None, "shared") and len(self.policies) != 1:
+            raise ConfigError(f"config key 'policy_mapping_fn' is 'shared' (the default), which "
+                              f"needs exactly one policy, got {len(self.policies)} "
+                              f"{list(self.policies)}; use 'by_agent' or a callable")
 
     def replace(self: C, **overrides: Any) -> C:
         """A validated copy with some fields changed (same rules as :func:`build_config`).

@@ -1,4 +1,5 @@
-"""Workers: ``RolloutWorker`` (a vector env plus a policy; runtimes make it an actor).
+"""Workers: ``RolloutWorker`` (a vector env plus a policy; runtimes make it an actor) and
+``MultiAgentRolloutWorker`` (PettingZoo parallel envs plus several policies).
 
 Example::
 
@@ -8,7 +9,8 @@ Example::
     batch = worker.sample()        # 512 rows with advantages and value targets
 """
 
+from rldataflow.workers.multi_agent_worker import MultiAgentRolloutWorker
 from rldataflow.workers.rollout_worker import RolloutWorker
 from rldataflow.workers.worker_set import WorkerSet
 
-__all__ = ["RolloutWorker", "WorkerSet"]
+__all__ = ["MultiAgentRolloutWorker", "RolloutWorker", "WorkerSet"]
