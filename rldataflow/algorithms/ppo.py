@@ -5,6 +5,11 @@ Dataflow::
 
     bulk-sync rollouts -> ConcatBatches(train_batch_size) -> StandardizeFields(advantages)
       -> TrainOneStep(num_epochs, minibatch_size) -> BroadcastWeights -> UpdateKL -> report
+
+Multi-agent (``policies`` set): the one rollout stream is duplicated, one branch per policy;
+each branch selects its policy's experiences and runs the same :func:`training_flow` for that
+policy (with its own config overrides); the branches run concurrently (see
+:func:`multi_agent_training_flow`). ``train_batch_size`` then counts the policy's agent steps.
 """
 
 from __future__ import annotations
@@ -15,16 +20,18 @@ from typing import Any, Literal
 import torch
 
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import LocalIterator
+from rldataflow.flow import Concurrently, LocalIterator
 from rldataflow.ops import (
     BroadcastWeights,
     ConcatBatches,
     ParallelRollouts,
+    SelectExperiences,
     StandardizeFields,
     StandardMetricsReporting,
     TrainOneStep,
 )
 from rldataflow.policies import TorchPolicy
+from rldataflow.policies.policy_spec import policy_config
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
 
@@ -153,17 +160,61 @@ def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config
             .for_each(UpdateKL(workers, config.kl_target, policy_id)))
 
 
+def multi_agent_training_flow(rollouts: LocalIterator[Any], workers: WorkerSet, config: Config,
+                              policy_ids: list[str] | None = None
+                              ) -> LocalIterator[tuple[SB, dict[str, float]]]:
+    """Train several PPO policies from one stream of ``MultiAgentBatch`` es.
+
+    One branch per policy (``policy_ids``, default: all of ``config.policies``): the stream is
+    duplicated, each branch keeps its policy's ``SampleBatch`` (``SelectExperiences``) and runs
+    :func:`training_flow` with that policy's config (``policy_config(config, pid)``: its
+    ``policies[pid]`` overrides applied). The branches run with ``Concurrently(mode="async")``:
+    policies that fill their train batch at different rates (a shared policy of three agents
+    next to one of a single agent) each train as soon as theirs is full, and none can block the
+    bounded ``duplicate`` (round-robin turns would wait on the slow branch). Emits each
+    branch's ``(batch, learner stats)``. The same shape composes PPO with other algorithms'
+    sub-flows (e.g. a DQN branch) on one rollout stream.
+    """
+    ids = list(config.policies) if policy_ids is None else list(policy_ids)
+    if not ids:
+        raise ValueError("multi_agent_training_flow needs policies (config.policies is empty)")
+
+    def branch(stream: LocalIterator[Any], pid: str) -> LocalIterator[Any]:
+        return training_flow(stream.for_each(SelectExperiences([pid])), workers,
+                             policy_config(config, pid), policy_id=pid)
+
+    if len(ids) == 1:
+        return branch(rollouts, ids[0])
+    streams = rollouts.duplicate(len(ids))
+    return Concurrently([branch(s, pid) for s, pid in zip(streams, ids, strict=True)],
+                        mode="async")
+
+
 def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    train_op = training_flow(rollouts, workers, config)
+    if config.policies:
+        train_op = multi_agent_training_flow(rollouts, workers, config)
+    else:
+        train_op = training_flow(rollouts, workers, config)
     return StandardMetricsReporting(train_op, workers,
                                     min_time_s=config.min_time_s_per_iteration,
                                     min_steps=config.min_steps_per_iteration)
 
 
-def get_extra_state(algo: Any) -> dict[str, float]:
-    return {"kl_coeff": float(algo.workers.local_worker().policy.kl_coeff)}
+def get_extra_state(algo: Any) -> dict[str, Any]:
+    local = algo.workers.local_worker()
+    if not algo.config.policies:
+        return {"kl_coeff": float(local.policy.kl_coeff)}
+    return {"kl_coeff": {pid: float(local.get_policy(pid).kl_coeff)
+                         for pid in local.policy_ids()
+                         if hasattr(local.get_policy(pid), "kl_coeff")}}
 
 
-def set_extra_state(algo: Any, state: dict[str, float]) -> None:
-    algo.workers.local_worker().policy.kl_coeff = float(state["kl_coeff"])
+def set_extra_state(algo: Any, state: dict[str, Any]) -> None:
+    local = algo.workers.local_worker()
+    kl = state["kl_coeff"]
+    if isinstance(kl, dict):
+        for pid, value in kl.items():
+            local.get_policy(pid).kl_coeff = float(value)
+    else:
+        local.policy.kl_coeff = float(kl)
