@@ -6,6 +6,7 @@
     rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
     rldataflow config ppo          # every config key, its type, default and meaning
     rldataflow plan ppo            # the algorithm's dataflow, as a tree
+    rldataflow train --config examples/ppo_and_dqn.yaml   # PPO + DQN in one plan (composite)
     rldataflow plot runs/a runs/b --out curves.png
 """
 
@@ -67,8 +68,9 @@ def _parser() -> argparse.ArgumentParser:
     config.add_argument("algo")
 
     plan = sub.add_parser("plan", help="print an algorithm's dataflow plan")
-    plan.add_argument("algo")
+    plan.add_argument("algo", nargs="?", help="algorithm name (or `algorithm:` in --config)")
     plan.add_argument("--env", default=None)
+    plan.add_argument("--config", metavar="FILE.yaml", help="YAML file of config keys")
     plan.add_argument("--format", choices=["text", "dot", "mermaid"], default="text")
     plan.add_argument("--set", metavar="KEY=VALUE", action="append", default=[])
 
@@ -92,6 +94,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `rldataflow plan ppo | head`: the reader left; not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Exception as exc:  # one clear line, not a wall of frames
         return _report_error(exc)
 
@@ -125,9 +130,21 @@ def _report_error(exc: BaseException) -> int:
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, Any]:
-    from rldataflow.utils.config import load_yaml_config, merge_overrides, parse_set_args
+    from rldataflow.utils.config import (
+        ConfigError,
+        load_yaml_config,
+        merge_overrides,
+        parse_set_args,
+    )
 
     from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    file_algo = from_file.pop("algorithm", None)
+    if file_algo is not None:  # a config file may name its algorithm (`algorithm: composite`)
+        given = getattr(args, "algo", None)
+        if given and given.lower() != str(file_algo).lower():
+            raise ConfigError(f"{args.config} is a config for {file_algo!r}, but the command "
+                              f"names {given!r}")
+        args.algo = str(file_algo)
     from_set = parse_set_args(args.set)
     from_flags: dict[str, Any] = {}
     for flag, key in (("env", "env"), ("runtime", "runtime"), ("num_workers", "num_workers"),
@@ -178,7 +195,8 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
         print(f"resumed {algo_name} from {latest} (iteration {algo.iteration})")
     else:
         if not args.algo:
-            print("error: train needs ALGO (or --resume DIR)", file=sys.stderr)
+            print("error: train needs ALGO (or --resume DIR, or a --config file with an "
+                  "`algorithm:` key)", file=sys.stderr)
             return EXIT_USAGE
         config = make_config(args.algo, overrides, from_cli=True)
         env_name = config.env if isinstance(config.env, str) else "custom"
@@ -312,6 +330,10 @@ def _plan(args: argparse.Namespace) -> int:
     overrides = _overrides(args)
     overrides.setdefault("runtime", "inline")
     overrides.setdefault("num_workers", 2)
+    if not args.algo:
+        print("error: plan needs ALGO (or a --config file with an `algorithm:` key)",
+              file=sys.stderr)
+        return EXIT_USAGE
     config = make_config(args.algo, overrides, from_cli=True)
     with Algorithm(args.algo, config) as algo:
         fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,

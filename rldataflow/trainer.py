@@ -17,7 +17,7 @@ import importlib
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import fields
 from pathlib import Path
 from types import ModuleType
@@ -27,11 +27,13 @@ import numpy as np
 
 from rldataflow import __version__
 from rldataflow.flow import LocalIterator
+from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
+from rldataflow.policies.policy_spec import policy_factories
 from rldataflow.runtime import Runtime
 from rldataflow.startup import make_runtime
 from rldataflow.utils.checkpoint import load_checkpoint, save_checkpoint
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config, config_to_dict
-from rldataflow.workers import WorkerSet
+from rldataflow.workers import MultiAgentRolloutWorker, RolloutWorker, WorkerSet
 
 #: Algorithm name -> module. Modules are imported only when their algorithm is built.
 ALGORITHMS: dict[str, str] = {
@@ -43,6 +45,7 @@ ALGORITHMS: dict[str, str] = {
     "apex": "rldataflow.algorithms.apex",
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
+    "composite": "rldataflow.algorithms.composite",
 }
 
 
@@ -65,13 +68,26 @@ def algorithm_module(name: str) -> ModuleType:
 
 def default_workers(config: AlgorithmConfig, runtime: Runtime, policy_factory: Any,
                     **worker_kwargs: Any) -> WorkerSet:
-    """Rollout workers as most algorithms want them, built from the common config fields."""
+    """Rollout workers as most algorithms want them, built from the common config fields.
+
+    With ``config.policies`` set they are :class:`MultiAgentRolloutWorker` s; ``policy_factory``
+    is then ``{policy_id: factory}`` (see ``rldataflow.policies.policy_spec.policy_factories``)
+    or one factory used for every policy.
+    """
     kwargs = dict(env=config.env, env_config=config.env_config,
-                  num_envs=config.num_envs_per_worker, policy_factory=policy_factory,
+                  num_envs=config.num_envs_per_worker,
                   rollout_fragment_length=config.rollout_fragment_length, seed=config.seed)
+    worker_cls: type = RolloutWorker
+    if config.policies:
+        factories = (dict(policy_factory) if isinstance(policy_factory, Mapping)
+                     else {pid: policy_factory for pid in config.policies})
+        kwargs.update(policy_factories=factories, policy_mapping_fn=config.policy_mapping_fn)
+        worker_cls = MultiAgentRolloutWorker
+    else:
+        kwargs["policy_factory"] = policy_factory
     kwargs.update(worker_kwargs)
     return WorkerSet(runtime, config.num_workers, kwargs,
-                     restart_failed=config.restart_failed_workers)
+                     restart_failed=config.restart_failed_workers, worker_cls=worker_cls)
 
 
 def _limit_learner_threads() -> None:
@@ -101,9 +117,12 @@ class Algorithm:
     """
 
     def __init__(self, name: str, config: AlgorithmConfig, runtime: Runtime | None = None,
-                 owns_runtime: bool | None = None) -> None:
+                 owns_runtime: bool | None = None,
+                 plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None
+                 ) -> None:
         self.name = name.lower()
         self.module = algorithm_module(self.name)
+        make_plan = plan if plan is not None else self.module.plan
         self.config = config
         self._owns_runtime = runtime is None if owns_runtime is None else owns_runtime
         self.runtime = runtime or make_runtime(config.runtime, config.runtime_options)
@@ -116,9 +135,14 @@ class Algorithm:
             if make_workers is not None:
                 self.workers = make_workers(config, self.runtime)
             else:
-                self.workers = default_workers(config, self.runtime,
-                                               self.module.policy_factory(config))
-            self.plan: LocalIterator[dict[str, Any]] = self.module.plan(self.workers, config)
+                factory = (policy_factories(config, self.module.policy_factory)
+                           if config.policies else self.module.policy_factory(config))
+                self.workers = default_workers(config, self.runtime, factory)
+            self.plan: LocalIterator[dict[str, Any]] = make_plan(self.workers, config)
+            if not isinstance(self.plan, LocalIterator):
+                raise TypeError(f"the plan function {getattr(make_plan, '__name__', make_plan)} "
+                                f"returned {type(self.plan).__name__}, not a LocalIterator of "
+                                "results (end it with StandardMetricsReporting)")
         except BaseException:
             if self._owns_runtime:
                 self.runtime.shutdown()
@@ -159,11 +183,16 @@ class Algorithm:
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:
         """Write a checkpoint (weights, optimizer, counters, config) atomically to ``directory``."""
+        metrics = self.metrics
         state: dict[str, Any] = {
-            "policy": self.workers.local_worker().policy.get_state(),
-            "counters": {k: float(v) for k, v in self.metrics.counters.items()},
-            "episode_returns": [float(x) for x in self.metrics.window("episode_return")],
-            "episode_lens": [float(x) for x in self.metrics.window("episode_len")],
+            # all the worker's policies (one, or several for multi-agent) and its counters
+            "worker": self.workers.local_worker().get_state(),
+            "counters": {k: float(v) for k, v in metrics.counters.items()},
+            "episode_returns": [float(x) for x in metrics.window("episode_return")],
+            "episode_lens": [float(x) for x in metrics.window("episode_len")],
+            "policy_windows": {name: [float(x) for x in metrics.window(name)]
+                               for name in metrics.window_names()
+                               if name.startswith(POLICY_RETURN_WINDOW)},
         }
         extra = getattr(self.module, "get_extra_state", None)
         if extra is not None:
@@ -179,9 +208,11 @@ class Algorithm:
 
     @classmethod
     def restore(cls, directory: str | os.PathLike[str], runtime: Runtime | None = None,
+                plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None,
                 **overrides: Any) -> Algorithm:
         """Rebuild an algorithm from a checkpoint; ``overrides`` change config fields (e.g.
-        ``env=`` when the run used an env creator function, or ``num_workers=``)."""
+        ``env=`` when the run used an env creator function, or ``num_workers=``); ``plan``:
+        the custom plan function the run was built with, if any."""
         state, metadata = load_checkpoint(directory)
         name = metadata["algorithm"]
         module = algorithm_module(name)
@@ -190,18 +221,24 @@ class Algorithm:
         saved = {k: v for k, v in saved.items() if k in valid}
         saved.update(overrides)
         config = build_config(module.Config, saved)
-        algo = cls(name, config, runtime=runtime)
+        algo = cls(name, config, runtime=runtime, plan=plan)
         algo.set_state(state, metadata)
         return algo
 
     def set_state(self, state: Mapping[str, Any], metadata: Mapping[str, Any]) -> None:
-        self.workers.local_worker().policy.set_state(state["policy"])
+        local = self.workers.local_worker()
+        if "worker" in state:
+            local.set_state(state["worker"])
+        else:  # checkpoints written before multi-agent support
+            local.policy.set_state(state["policy"])
         self.workers.sync_weights(wait=True)
         counters = self.metrics.counters
         for key, value in state.get("counters", {}).items():
             counters[key] = value
         self.metrics.record_many("episode_return", state.get("episode_returns", []))
         self.metrics.record_many("episode_len", state.get("episode_lens", []))
+        for name, values in state.get("policy_windows", {}).items():
+            self.metrics.record_many(name, values)
         self.iteration = int(metadata.get("iteration", 0))
         self.time_total_s = float(metadata.get("time_total_s", 0.0))
         extra = getattr(self.module, "set_extra_state", None)
@@ -243,12 +280,14 @@ def make_config(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = 
                               f"(expected {module.Config.__name__})")
         return build_config(module.Config, overrides, base=config, from_cli=from_cli)
     merged = dict(config or {})
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    merged.update(overrides)  # an explicit None (e.g. grad_clip=None) is a value, not "unset"
     return build_config(module.Config, merged, from_cli=from_cli)
 
 
 def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, *,
-          runtime: str | Runtime | None = None, **overrides: Any) -> Algorithm:
+          runtime: str | Runtime | None = None,
+          plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None,
+          **overrides: Any) -> Algorithm:
     """Build an algorithm by name.
 
     Example::
@@ -257,6 +296,9 @@ def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, 
                                 lr=3e-4)
         result = algo.train()
 
+    ``plan=fn(workers, config)`` replaces the algorithm's plan with your own, built on the
+    same config, workers, checkpoints and reporting (see ``examples/ppo_and_dqn.py``).
+
     Unknown keys and wrong types raise :class:`ConfigError` (one line naming the key) before
     anything starts.
     """
@@ -264,4 +306,4 @@ def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, 
     if isinstance(runtime, str):
         overrides["runtime"] = runtime
     cfg = make_config(algo, config, **overrides)
-    return Algorithm(algo, cfg, runtime=runtime_obj)
+    return Algorithm(algo, cfg, runtime=runtime_obj, plan=plan)
