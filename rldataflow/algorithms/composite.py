@@ -61,8 +61,9 @@ class Config(AlgorithmConfig):
     env: Union[str, Callable[..., Any]] = field(
         default="rldataflow/MultiAgentCartPole-v0",
                      metadata=_h("multi-agent env (PettingZoo parallel API) id, name or creator"))
-    env_config: dict[str, Any] = field(default_factory=lambda: {"num_agents": 2},
-                                       metadata=_h("passed to the env creator"))
+    env_config: dict[str, Any] = field(
+        default_factory=dict, metadata=_h("passed to the env creator (the default env has 2 "
+                                          "agents; {num_agents: N} for more)"))
     num_envs_per_worker: int = field(default=8, metadata=_h("envs stepped by each worker"))
     rollout_fragment_length: int = field(default=32, metadata=_h("steps per env per sample"))
     min_steps_per_iteration: int = field(

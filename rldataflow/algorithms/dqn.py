@@ -237,7 +237,8 @@ class DQNPolicy(TorchPolicy):
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Discrete,
                  config: Mapping[str, Any] | None = None, seed: int | None = None) -> None:
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"DQN needs a Discrete action space, got {action_space}")
+            raise ValueError(f"DQN and Ape-X need a Discrete action space, but the env's is "
+                             f"{action_space}; for continuous actions use ppo, appo or impala")
         cfg = {**self.DEFAULTS, **dict(config or {})}
         super().__init__(observation_space, action_space, cfg, loss_fn=dqn_loss,
                          postprocess_fn=nstep_postprocess, model_factory=q_model_factory,
