@@ -382,3 +382,38 @@ def test_process_runtime_with_spawn():
         assert actor.call(lambda self: self.n * scale).result(timeout=60) == 6
         with pytest.raises(ValueError, match="spawn"):
             get_runtime("process", start_method="fork")
+
+
+def module_level_helper(instance, k):
+    return k
+
+
+def test_small_calls_take_the_plain_pickle_path_only_when_it_is_safe():
+    import pickle
+
+    from rldataflow.runtime import process
+
+    local_fn = lambda instance, k: k  # noqa: E731
+    assert process._importable_by_name(module_level_helper)
+    assert not process._importable_by_name(local_fn)
+    main_like = types_function_in("__main__")
+    assert not process._importable_by_name(main_like)
+    frame = process._call_frame(7, "incr", (3,), {"k": None})
+    length, call_id, kind = process._HDR.unpack_from(frame)
+    assert (call_id, kind) == (7, process._CALL) and length == len(frame) - process._HDR.size
+    assert pickle.loads(bytes(frame[process._HDR.size:])) == ("incr", (3,), {"k": None})
+    # a lambda (or any non-scalar argument) goes through cloudpickle and still runs remotely
+    with get_runtime("process") as rt:
+        actor = rt.create_actor(Counter, 5)
+        assert actor.call(local_fn, 11).result(timeout=30) == 11
+        assert actor.call(module_level_helper, 12).result(timeout=30) == 12
+        assert actor.call("append", [1, 2]).result(timeout=30) == 1
+
+
+def types_function_in(module_name: str):
+    def fn(instance):
+        return instance
+
+    fn.__module__ = module_name
+    fn.__qualname__ = "fn"
+    return fn
