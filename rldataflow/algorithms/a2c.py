@@ -86,16 +86,21 @@ class Config(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.lambda_ <= 1:
-            raise ConfigError("config key 'lambda_' must be in [0, 1]")
-        if self.vf_loss_coeff < 0:
-            raise ConfigError("config key 'vf_loss_coeff' must be >= 0")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError("config key 'grad_clip' must be > 0 or None")
+        validate_actor_critic(self)
         if self.microbatch_size is not None and not (
                 1 <= self.microbatch_size <= self.train_batch_size):
             raise ConfigError(f"config key 'microbatch_size' ({self.microbatch_size}) must be "
                               f"in [1, train_batch_size ({self.train_batch_size})]")
+
+
+def validate_actor_critic(config: Any) -> None:
+    """The range checks A2C and A3C share (their loss has the same knobs)."""
+    if not 0 <= config.lambda_ <= 1:
+        raise ConfigError("config key 'lambda_' must be in [0, 1]")
+    if config.vf_loss_coeff < 0:
+        raise ConfigError("config key 'vf_loss_coeff' must be >= 0")
+    if config.grad_clip is not None and config.grad_clip <= 0:
+        raise ConfigError("config key 'grad_clip' must be > 0 or None")
 
 
 def a2c_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]

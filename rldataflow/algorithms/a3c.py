@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from rldataflow.algorithms.a2c import a2c_loss, policy_factory
+from rldataflow.algorithms.a2c import a2c_loss, policy_factory, validate_actor_critic
 from rldataflow.flow import LocalIterator
 from rldataflow.ops import ApplyGradients, AsyncGradients, StandardMetricsReporting
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
@@ -64,14 +64,9 @@ class Config(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
-        if not 0 <= self.lambda_ <= 1:
-            raise ConfigError("config key 'lambda_' must be in [0, 1]")
+        validate_actor_critic(self)
         if self.num_async < 1:
             raise ConfigError("config key 'num_async' must be >= 1")
-        if self.vf_loss_coeff < 0:
-            raise ConfigError("config key 'vf_loss_coeff' must be >= 0")
-        if self.grad_clip is not None and self.grad_clip <= 0:
-            raise ConfigError("config key 'grad_clip' must be > 0 or None")
 
 
 def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
