@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import threading
 
+from rldataflow.runtime.base import IO_DRIVERS
+
 
 class _NotReady:
     __slots__ = ()
@@ -37,9 +39,21 @@ class Waker:
         with self._cond:
             self.generation += 1
             self._cond.notify_all()
+        for driver in IO_DRIVERS:  # a thread may be reading replies instead of waiting here
+            driver.interrupt()
 
     def wait(self, seen_generation: int, timeout: float | None = None) -> bool:
-        """Block until the generation differs from ``seen_generation``; False on timeout."""
+        """Block until the generation differs from ``seen_generation``; False on timeout.
+
+        With one process runtime live, the waiting thread reads that runtime's replies itself
+        while it waits (their callbacks move the generation on): one thread instead of a
+        hand-off from a reader thread per reply.
+        """
+        drivers = list(IO_DRIVERS)
+        if len(drivers) == 1:
+            return drivers[0].drive(lambda: self.generation != seen_generation, timeout)
+        for driver in drivers:  # their reader threads must read while this thread sleeps
+            driver.release_io()
         with self._cond:
             return self._cond.wait_for(lambda: self.generation != seen_generation, timeout)
 

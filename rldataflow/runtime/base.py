@@ -90,12 +90,18 @@ class Future:
     """
 
     def __init__(self, actor: ActorHandle, method_name: str,
-                 inner: cf.Future | None = None) -> None:
+                 inner: cf.Future | None = None, driver: IODriver | None = None) -> None:
         self.actor = actor
         self.method_name = method_name
         self._inner = inner if inner is not None else cf.Future()
+        self._driver = driver
 
     def result(self, timeout: float | None = None) -> Any:
+        if self._driver is not None and not self._inner.done():
+            # the waiting thread reads the reply itself; afterwards the result is there or the
+            # timeout has passed
+            self._driver.drive(self._inner.done, timeout)
+            timeout = 0
         try:
             return self._inner.result(timeout)
         except cf.TimeoutError as exc:
@@ -105,6 +111,9 @@ class Future:
                 f"{self.actor.name}.{self.method_name}() did not finish in {timeout}s") from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
+        if self._driver is not None and not self._inner.done():
+            self._driver.drive(self._inner.done, timeout)
+            timeout = 0
         return self._inner.exception(timeout)
 
     def done(self) -> bool:
@@ -126,6 +135,30 @@ class Future:
     def __repr__(self) -> str:
         state = "done" if self.done() else "pending"
         return f"<Future {self.actor.name}.{self.method_name}() {state}>"
+
+
+class IODriver:
+    """A runtime whose replies are read by the threads that wait for them (the process runtime).
+
+    ``drive(until, timeout)`` reads and dispatches replies in the calling thread until
+    ``until()`` holds (True) or the timeout passes (False); ``interrupt()`` wakes a thread
+    blocked in ``drive`` so that it checks its condition again. The dataflow layer's waits use
+    the drivers registered in :data:`IO_DRIVERS`, so a plan's main loop reads its own replies
+    and no reader thread has to hand each one over.
+    """
+
+    def drive(self, until: Callable[[], bool], timeout: float | None = None) -> bool:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        raise NotImplementedError
+
+    def release_io(self) -> None:
+        """Let the runtime's own reader thread read again, if this thread was the reader."""
+
+
+#: the live runtimes that are I/O drivers (registered while they have actors)
+IO_DRIVERS: list[IODriver] = []
 
 
 def method_name_of(method: MethodSpec) -> str:

@@ -14,12 +14,19 @@ parses every complete frame in it, so calls in flight are batched.
 * actor -> driver: ``_READY`` / ``_CTOR_ERR`` once, then ``_OK`` (body: the pickled result) or
   ``_ERR`` (body: the pickled ``(exception, traceback text)``) per call, in call order.
 
-On the driver, one daemon reader thread waits (no polling) on every actor's connection and process
-sentinel at once: a result resolves its future there, and a process that ends for any reason
-(SIGKILL included) fails all its pending futures with :class:`ActorDiedError` at once.
-Calls are sent in the caller's thread. Future callbacks run in the reader thread: keep them short
-and never block in them on another future (calls made from a callback are sent by a helper
-thread, so a callback may issue calls).
+On the driver, replies are read by the thread that waits for them: ``Future.result()``,
+``wait()`` and the dataflow layer's waits (through :data:`~rldataflow.runtime.base.IO_DRIVERS`)
+select (no polling) on every actor's connection and process sentinel at once, dispatch what
+arrived, and keep the reader role ("parked") when their wait is over, so that a plan's loop reads
+its own replies with no thread hand-off per item (that hand-off cost half of gather_async's
+throughput). A daemon reader thread reads whenever no other thread does: the role is free, or
+parked for more than ``_PARK_S`` (its holder is busy elsewhere), so callbacks still run and a
+process that ends for any reason (SIGKILL included) still fails all its pending futures with
+:class:`ActorDiedError` at once. A thread about to block in a send hands the role back first (the
+actor may be blocked sending us a reply).
+Calls are sent in the caller's thread. Future callbacks run in whichever thread reads: keep them
+short (calls made from a callback are sent by a helper thread; a callback may wait on another
+future, the reading then goes on nested in its thread).
 """
 
 from __future__ import annotations
@@ -43,7 +50,7 @@ import time
 import traceback
 import types
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from multiprocessing.connection import wait as mp_wait
 from typing import Any
 
@@ -51,6 +58,8 @@ import cloudpickle
 
 from rldataflow.runtime import base as _base
 from rldataflow.runtime.base import (
+    FIRST_COMPLETED,
+    IO_DRIVERS,
     ActorDiedError,
     ActorHandle,
     Future,
@@ -74,6 +83,9 @@ _PROTOCOL = 5
 _CHUNK = 64 * 1024       # the initial receive buffer (it grows for larger frames)
 _BIG = 1024 * 1024       # a frame this large is received straight into its own buffer
 _SPLIT = 64 * 1024       # call_many sends a payload this large without copying it per actor
+
+_READER = -1     # the I/O token's owner when the reader thread holds it
+_PARK_S = 0.05   # a token parked this long goes back to the reader thread
 
 THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
 _ENV_LOCK = threading.Lock()
@@ -468,8 +480,21 @@ class ProcessRuntime(Runtime):
         self._closed = False
         # the reader thread and its wake-up pipe (created with the first actor)
         self._reader: threading.Thread | None = None
-        self._reader_ident: int | None = None
         self._reader_stop = False
+        # Who reads the actors' replies (the I/O token, guarded by self._lock): the thread
+        # whose ident is _io_owner, or nobody. A thread waiting on a future takes the token and
+        # reads itself; when it is done it keeps the token, "parked" (_io_parked_at), so that the
+        # next wait of a busy loop starts at once. The reader thread takes a token that stays
+        # parked longer than _PARK_S (or is free), so replies of a thread gone elsewhere are read.
+        self._io_cond = threading.Condition(self._lock)
+        self._io_owner: int | None = None
+        self._io_parked_at: float | None = None
+        self._io_wanted = False       # a thread waits for the reader thread to hand it over
+        self._io_in_select = False    # the owner is blocked in select(): a wake-up interrupts it
+        self._io_waiters = 0          # threads waiting on _io_cond to take the token
+        self._io_bystanders = 0       # callbacks waiting on _io_cond for a result
+        self._reader_idle = False     # the reader thread waits untimed (a parking wakes it)
+        self._tls = threading.local()  # .dispatching: this thread is running future callbacks
         self._selector: selectors.BaseSelector | None = None
         self._wake_r = self._wake_w = -1
         self._to_watch: list[_ActorState] = []
@@ -514,6 +539,8 @@ class ProcessRuntime(Runtime):
             if not closed:
                 self._actors[handle.actor_id] = st
                 self._start_reader()
+                if self not in IO_DRIVERS:
+                    IO_DRIVERS.append(self)
                 self._to_watch.append(st)
         if closed:
             proc.kill()
@@ -586,7 +613,8 @@ class ProcessRuntime(Runtime):
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, actor: ActorHandle, method: MethodSpec, *args: Any, **kwargs: Any) -> Future:
-        fut = Future(actor, method if method.__class__ is str else method_name_of(method))
+        fut = Future(actor, method if method.__class__ is str else method_name_of(method),
+                     driver=self)
         st = self._actors.get(actor.actor_id)
         if st is None:
             fut._set_exception(self._unknown(actor))
@@ -604,7 +632,7 @@ class ProcessRuntime(Runtime):
                   **kwargs: Any) -> list[Future]:
         """Call one method with the same arguments on many actors, pickling them only once."""
         name = method_name_of(method)
-        futures = [Future(a, name) for a in actors]
+        futures = [Future(a, name, driver=self) for a in actors]
         try:
             payload = cloudpickle.dumps((method, args, kwargs), protocol=_PROTOCOL)
         except Exception as exc:
@@ -630,7 +658,7 @@ class ProcessRuntime(Runtime):
                 st.outbox.append((call_id, parts))
         if not alive:
             fut._set_exception(self._died(st))
-        elif threading.get_ident() == self._reader_ident:
+        elif getattr(self._tls, "dispatching", False):
             # A future callback: sending here could block the reader on a full socket while the
             # actor is itself blocked sending us a result. A helper thread sends it instead.
             self._kick_sender(st)
@@ -647,7 +675,7 @@ class ProcessRuntime(Runtime):
                     return
                 try:
                     for part in parts:
-                        st.sock.sendall(part)
+                        self._send(st.sock, part)
                 except OSError as exc:  # a broken pipe: the process is gone
                     with self._lock:
                         fut = st.pending.pop(call_id, None)
@@ -655,6 +683,18 @@ class ProcessRuntime(Runtime):
                         fut._set_exception(ActorDiedError(
                             st.handle.name, st.handle.class_name,
                             st.reason or f"its connection broke ({exc!r})"))
+
+    def _send(self, sock: socket.socket, data: Any) -> None:
+        try:
+            sent = sock.send(data, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            sent = 0
+        if sent < len(data):
+            # The actor is not reading: it may be blocked sending us a reply. If this thread
+            # holds the I/O token, nobody reads that reply while we block here: hand it back.
+            self.release_io()
+            with memoryview(data) as view:
+                sock.sendall(view[sent:])
 
     def _kick_sender(self, st: _ActorState) -> None:
         with self._lock:
@@ -691,32 +731,151 @@ class ProcessRuntime(Runtime):
         with contextlib.suppress(OSError):  # BlockingIOError: a wake-up is already pending
             os.write(self._wake_w, b"\0")
 
+    # -- reading replies: the I/O token -------------------------------------------------------
+    def drive(self, until: Callable[[], bool], timeout: float | None = None) -> bool:
+        """Read and dispatch replies in this thread until ``until()`` holds (True) or the timeout
+        passes (False). If another thread reads, wait for it to hand over (the reader thread
+        does at once) or to dispatch what ``until`` waits for."""
+        me = threading.get_ident()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            if until():
+                return True
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                return False
+            in_callback = self._tls.__dict__.get("dispatching", False)
+            with self._lock:
+                if self._reader_stop:  # shut down: every future has been resolved
+                    return until()
+                owner = self._io_owner
+                if in_callback:
+                    # A callback waiting on a future. If this thread reads (further up its
+                    # stack), it reads on, nested; else it waits for the reader to dispatch.
+                    reads = owner == me or (owner == _READER
+                                            and threading.current_thread() is self._reader)
+                    if not reads:
+                        self._wait_for_io("_io_bystanders", remaining)
+                        continue
+                elif (owner is None or owner == me
+                        or (self._io_parked_at is not None and owner != _READER)):
+                    self._io_owner, self._io_parked_at = me, None
+                else:
+                    if owner == _READER:
+                        self._io_wanted = True
+                        self._wake()
+                    self._wait_for_io("_io_waiters", remaining)
+                    continue
+            if in_callback:
+                self._io_round(until, remaining)
+                continue
+            try:
+                self._io_round(until, remaining)
+            finally:
+                with self._lock:
+                    if self._io_owner == me:
+                        self._io_parked_at = time.monotonic()
+                        if self._reader_idle or self._io_waiters or self._io_bystanders:
+                            self._io_cond.notify_all()
+
+    def _wait_for_io(self, counter: str, timeout: float | None) -> None:  # self._lock held
+        setattr(self, counter, getattr(self, counter) + 1)
+        try:
+            self._io_cond.wait(timeout)
+        finally:
+            setattr(self, counter, getattr(self, counter) - 1)
+
+    def interrupt(self) -> None:
+        """Wake the thread blocked reading replies, so that it checks its condition again."""
+        if self._io_in_select:
+            self._wake()
+
+    def release_io(self) -> None:
+        """If this thread holds the I/O token (parked), give it back to the reader thread."""
+        me = threading.get_ident()
+        if self._io_owner != me:
+            return
+        with self._lock:
+            if self._io_owner == me:
+                self._io_owner = self._io_parked_at = None
+                self._io_cond.notify_all()
+
+    def wait(self, futures: Any, return_when: str = FIRST_COMPLETED,
+             timeout: float | None = None) -> tuple[list[Future], list[Future]]:
+        futures = list(futures)
+        if futures:
+            check = any if return_when == FIRST_COMPLETED else all
+            self.drive(lambda: check(f.done() for f in futures), timeout)
+        return [f for f in futures if f.done()], [f for f in futures if not f.done()]
+
     def _read_loop(self) -> None:
-        self._reader_ident = threading.get_ident()
-        sel = self._selector
+        """The reader thread: reads whenever no other thread does (a free or long-parked token),
+        so that callbacks run and deaths are seen while the driver is busy elsewhere."""
         while True:
             with self._lock:
-                new, self._to_watch = self._to_watch, []
-                stop = self._reader_stop
-            for st in new:
-                sel.register(st.sock, selectors.EVENT_READ, (st, True))
-                sel.register(st.sentinel, selectors.EVENT_READ, (st, False))
-            if stop:
-                return
-            events = sel.select()
+                while True:
+                    if self._reader_stop:
+                        self._io_cond.notify_all()  # threads waiting for the token: read alone
+                        return
+                    owner, parked = self._io_owner, self._io_parked_at
+                    if owner == _READER or (owner is None and not self._io_waiters):
+                        break
+                    if owner is None:  # handed over: let the waiting thread take it
+                        self._io_cond.wait(_PARK_S)
+                        continue
+                    if parked is None:  # a thread is reading: sleep until it parks
+                        self._reader_idle = True
+                        self._io_cond.wait()
+                        self._reader_idle = False
+                        continue
+                    idle_for = time.monotonic() - parked
+                    if idle_for >= _PARK_S:
+                        break
+                    self._io_cond.wait(_PARK_S - idle_for)
+                self._io_owner, self._io_parked_at = _READER, None
             try:
-                # results first: a result sent just before the process ended must count
-                for key, _ in events:
-                    if key.data is None:
-                        with contextlib.suppress(OSError):
-                            os.read(self._wake_r, 4096)
-                    elif key.data[1] and key.data[0].sock_open:
-                        self._on_readable(key.data[0])
-                for key, _ in events:
-                    if key.data is not None and not key.data[1] and not key.data[0].exited:
-                        self._on_exit(key.data[0])
-            except Exception:  # never let the reader die: every future depends on it
-                logger.exception("rldataflow process runtime: error in the reader thread")
+                self._io_round(None, None)
+            finally:
+                with self._lock:
+                    if self._io_wanted:
+                        self._io_wanted = False
+                        self._io_owner = None
+                        self._io_cond.notify_all()
+                    elif self._io_waiters or self._io_bystanders:
+                        self._io_cond.notify_all()
+
+    def _io_round(self, until: Callable[[], bool] | None, timeout: float | None) -> None:
+        """One select over every actor's socket and process sentinel (by the token's holder)."""
+        sel = self._selector
+        with self._lock:
+            new, self._to_watch = self._to_watch, []
+        for st in new:
+            sel.register(st.sock, selectors.EVENT_READ, (st, True))
+            sel.register(st.sentinel, selectors.EVENT_READ, (st, False))
+        self._io_in_select = True
+        try:
+            if until is not None and until():  # moved on while interrupt() saw no selector
+                return
+            events = sel.select(timeout)
+        finally:
+            self._io_in_select = False
+        outer = self._tls.__dict__.get("dispatching", False)
+        self._tls.dispatching = True
+        try:
+            # results first: a result sent just before the process ended must count
+            for key, _ in events:
+                if key.data is None:
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                elif key.data[1] and key.data[0].sock_open:
+                    self._on_readable(key.data[0])
+            for key, _ in events:
+                if key.data is not None and not key.data[1] and not key.data[0].exited:
+                    self._on_exit(key.data[0])
+        except Exception:  # never let a failure here stop the reading: every future needs it
+            logger.exception("rldataflow process runtime: error reading actor replies")
+        finally:
+            self._tls.dispatching = outer
 
     def _on_readable(self, st: _ActorState) -> None:
         frames = st.frames
@@ -824,9 +983,12 @@ class ProcessRuntime(Runtime):
                         st.proc.kill()
             self._wait_exited(states, 5.0)
         # stop the threads
+        with contextlib.suppress(ValueError):
+            IO_DRIVERS.remove(self)
         if self._reader is not None:
             with self._lock:
                 self._reader_stop = True
+                self._io_cond.notify_all()
             self._wake()
             if threading.current_thread() is not self._reader:
                 self._reader.join(5)
@@ -866,6 +1028,8 @@ class ProcessRuntime(Runtime):
             st.send_lock.release()
 
     def _wait_exited(self, states: list[_ActorState], timeout: float) -> bool:
+        if self._reader is not None and not getattr(self._tls, "dispatching", False):
+            return self.drive(lambda: all(st.exited for st in states), timeout)
         deadline = time.monotonic() + timeout
         with self._exited:
             while not all(st.exited for st in states):
