@@ -34,11 +34,15 @@ class Waker:
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self.generation = 0
+        self._sleepers = 0  # threads in _cond.wait (a notify skips the lock when there are none)
 
     def notify(self, *_ignored: object) -> None:
-        with self._cond:
-            self.generation += 1
-            self._cond.notify_all()
+        # A lost increment between two notifiers still moves the generation on, and a sleeper
+        # counts itself under the lock before it checks the generation: no wake-up is missed.
+        self.generation += 1
+        if self._sleepers:
+            with self._cond:
+                self._cond.notify_all()
         for driver in IO_DRIVERS:  # a thread may be reading replies instead of waiting here
             driver.interrupt()
 
@@ -55,7 +59,11 @@ class Waker:
         for driver in drivers:  # their reader threads must read while this thread sleeps
             driver.release_io()
         with self._cond:
-            return self._cond.wait_for(lambda: self.generation != seen_generation, timeout)
+            self._sleepers += 1
+            try:
+                return self._cond.wait_for(lambda: self.generation != seen_generation, timeout)
+            finally:
+                self._sleepers -= 1
 
 
 WAKER = Waker()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import itertools
+import logging
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
@@ -90,18 +91,12 @@ class Future:
     """
 
     def __init__(self, actor: ActorHandle, method_name: str,
-                 inner: cf.Future | None = None, driver: IODriver | None = None) -> None:
+                 inner: cf.Future | None = None) -> None:
         self.actor = actor
         self.method_name = method_name
         self._inner = inner if inner is not None else cf.Future()
-        self._driver = driver
 
     def result(self, timeout: float | None = None) -> Any:
-        if self._driver is not None and not self._inner.done():
-            # the waiting thread reads the reply itself; afterwards the result is there or the
-            # timeout has passed
-            self._driver.drive(self._inner.done, timeout)
-            timeout = 0
         try:
             return self._inner.result(timeout)
         except cf.TimeoutError as exc:
@@ -111,9 +106,6 @@ class Future:
                 f"{self.actor.name}.{self.method_name}() did not finish in {timeout}s") from None
 
     def exception(self, timeout: float | None = None) -> BaseException | None:
-        if self._driver is not None and not self._inner.done():
-            self._driver.drive(self._inner.done, timeout)
-            timeout = 0
         return self._inner.exception(timeout)
 
     def done(self) -> bool:
@@ -159,6 +151,77 @@ class IODriver:
 
 #: the live runtimes that are I/O drivers (registered while they have actors)
 IO_DRIVERS: list[IODriver] = []
+
+
+_RESOLVE_LOCK = threading.Lock()  # a future's resolution vs a callback being added
+_PENDING, _VALUE, _ERROR = 0, 1, 2
+
+
+class DrivenFuture(Future):
+    """A future whose waiter reads the runtime's replies itself (see :class:`IODriver`).
+
+    Lighter than a :class:`concurrent.futures.Future` (no condition variable per call): a
+    thread waiting on it runs ``driver.drive`` until it is done, and the driver wakes the
+    threads waiting for it to read.
+    """
+
+    def __init__(self, actor: ActorHandle, method_name: str, driver: IODriver) -> None:
+        self.actor = actor
+        self.method_name = method_name
+        self._driver = driver
+        self._state = _PENDING
+        self._value: Any = None
+        self._callbacks: list[Callable[[Future], Any]] | None = None
+
+    def done(self) -> bool:
+        return self._state != _PENDING
+
+    def _wait(self, timeout: float | None) -> None:
+        if self._state == _PENDING and not self._driver.drive(self.done, timeout):
+            raise TimeoutError(
+                f"{self.actor.name}.{self.method_name}() did not finish in {timeout}s")
+
+    def result(self, timeout: float | None = None) -> Any:
+        self._wait(timeout)
+        if self._state == _ERROR:
+            raise self._value
+        return self._value
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        self._wait(timeout)
+        return self._value if self._state == _ERROR else None
+
+    def add_done_callback(self, fn: Callable[[Future], Any]) -> None:
+        with _RESOLVE_LOCK:
+            if self._state == _PENDING:
+                if self._callbacks is None:
+                    self._callbacks = [fn]
+                else:
+                    self._callbacks.append(fn)
+                return
+        self._run_callback(fn)
+
+    def _set_result(self, value: Any) -> None:
+        self._resolve(_VALUE, value)
+
+    def _set_exception(self, exc: BaseException) -> None:
+        self._resolve(_ERROR, exc)
+
+    def _resolve(self, state: int, value: Any) -> None:
+        with _RESOLVE_LOCK:
+            if self._state != _PENDING:
+                return
+            self._value, self._state = value, state
+            callbacks, self._callbacks = self._callbacks, None
+        if callbacks:
+            for fn in callbacks:
+                self._run_callback(fn)
+
+    def _run_callback(self, fn: Callable[[Future], Any]) -> None:
+        try:
+            fn(self)
+        except Exception:  # as concurrent.futures does: a failing callback must not stop I/O
+            logging.getLogger(__name__).exception("exception calling callback for %r", self)
 
 
 def method_name_of(method: MethodSpec) -> str:

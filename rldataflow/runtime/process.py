@@ -62,6 +62,7 @@ from rldataflow.runtime.base import (
     IO_DRIVERS,
     ActorDiedError,
     ActorHandle,
+    DrivenFuture,
     Future,
     MethodSpec,
     RemoteError,
@@ -132,13 +133,28 @@ def _call_frame(call_id: int, method: Any, args: tuple, kwargs: dict) -> bytes |
     return _frame(call_id, _CALL, (method, args, kwargs))
 
 
-def _frame(call_id: int, kind: int, obj: Any) -> bytes | memoryview:
-    """One frame holding ``obj`` cloudpickled (pickled straight after its header)."""
-    cached = getattr(_tls, "pickler", None)
-    _tls.pickler = None  # taken: a nested use (from some __reduce__) makes its own
+def _result_frame(call_id: int, value: Any) -> bytes | memoryview:
+    """The frame of a call's result (in an actor). Pickled with the C pickler when that works:
+    it fails (PicklingError, AttributeError...) on exactly what cloudpickle would send by value
+    instead (lambdas, classes shipped from the driver's ``__main__``, local functions), and
+    then cloudpickle does it. Not while some module is registered to go by value."""
+    if not cloudpickle.list_registry_pickle_by_value():
+        try:
+            return _frame(call_id, _OK, value, plain=True)
+        except Exception:
+            pass
+    return _frame(call_id, _OK, value)
+
+
+def _frame(call_id: int, kind: int, obj: Any, plain: bool = False) -> bytes | memoryview:
+    """One frame holding ``obj`` cloudpickled (pickled straight after its header); ``plain``:
+    with the C pickler (only for objects it pickles as cloudpickle would)."""
+    key = "plain_pickler" if plain else "pickler"
+    cached = getattr(_tls, key, None)
+    setattr(_tls, key, None)  # taken: a nested use (from some __reduce__) makes its own
     if cached is None:
         buf = io.BytesIO()
-        cached = (buf, cloudpickle.Pickler(buf, protocol=_PROTOCOL))
+        cached = (buf, (pickle.Pickler if plain else cloudpickle.Pickler)(buf, protocol=_PROTOCOL))
     buf, pickler = cached
     buf.seek(0)
     buf.truncate()
@@ -152,7 +168,7 @@ def _frame(call_id: int, kind: int, obj: Any) -> bytes | memoryview:
         return view
     with buf.getbuffer() as view:
         frame = _HDR.pack(size - _HDR.size, call_id, kind) + view[_HDR.size:]
-    _tls.pickler = cached
+    setattr(_tls, key, cached)
     return frame
 
 
@@ -341,7 +357,7 @@ def _child_main(sock: socket.socket, name: str) -> None:
                 out = _error_frame(call_id, _ERR, exc, where)
             else:
                 try:
-                    out = _frame(call_id, _OK, value)
+                    out = _result_frame(call_id, value)
                 except Exception as exc:
                     err = TypeError(f"the result of {method_name_of(method)}() on {where} "
                                     f"could not be pickled: {exc!r}")
@@ -613,8 +629,8 @@ class ProcessRuntime(Runtime):
 
     # -- calls -------------------------------------------------------------------------------
     def call(self, actor: ActorHandle, method: MethodSpec, *args: Any, **kwargs: Any) -> Future:
-        fut = Future(actor, method if method.__class__ is str else method_name_of(method),
-                     driver=self)
+        fut = DrivenFuture(actor, method if method.__class__ is str else method_name_of(method),
+                           self)
         st = self._actors.get(actor.actor_id)
         if st is None:
             fut._set_exception(self._unknown(actor))
@@ -632,7 +648,7 @@ class ProcessRuntime(Runtime):
                   **kwargs: Any) -> list[Future]:
         """Call one method with the same arguments on many actors, pickling them only once."""
         name = method_name_of(method)
-        futures = [Future(a, name, driver=self) for a in actors]
+        futures: list[Future] = [DrivenFuture(a, name, self) for a in actors]
         try:
             payload = cloudpickle.dumps((method, args, kwargs), protocol=_PROTOCOL)
         except Exception as exc:
@@ -683,6 +699,7 @@ class ProcessRuntime(Runtime):
                         fut._set_exception(ActorDiedError(
                             st.handle.name, st.handle.class_name,
                             st.reason or f"its connection broke ({exc!r})"))
+                        self._wake_waiters()
 
     def _send(self, sock: socket.socket, data: Any) -> None:
         try:
@@ -944,6 +961,13 @@ class ProcessRuntime(Runtime):
     def _fail(self, st: _ActorState, futures: Any) -> None:
         for fut in list(futures):
             fut._set_exception(self._died(st))
+        self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """After futures were resolved outside a read: wake the threads waiting for one."""
+        with self._lock:
+            if self._io_waiters or self._io_bystanders:
+                self._io_cond.notify_all()
 
     def _unknown(self, actor: ActorHandle) -> ActorDiedError:
         return ActorDiedError(actor.name, actor.class_name,
