@@ -419,6 +419,115 @@ def _preload_in_forkserver(ctx: Any, modules: Sequence[str] = ()) -> None:
         pass
 
 
+_FORKSERVER_MAIN_PARAMS = ["listener_fd", "alive_r", "preload", "main_path", "sys_path"]
+_FORKSERVER_STATE = ("_forkserver_address", "_forkserver_alive_fd", "_forkserver_pid", "_lock")
+
+
+def _fork_forkserver(preload: Sequence[str]) -> bool:
+    """Start multiprocessing's forkserver as a fork of this process rather than a new
+    interpreter, so that what this process has imported (torch: ~150 MB of private memory in
+    every interpreter that imports it) is shared, copy-on-write, by the driver, the forkserver
+    and every actor, instead of being loaded once here and once in the forkserver's family.
+
+    Only from a process running a single Python thread (a fork copies no other thread, and a
+    lock one of them held would stay held in the copy), when no forkserver runs yet, and on
+    the Pythons whose forkserver internals match what this expects (3.10-3.13); the
+    ``preload`` modules are imported here first. Returns False when it did nothing (the
+    regular forkserver then starts as before).
+    """
+    import gc
+    import inspect
+    from multiprocessing import connection, forkserver, resource_tracker, util
+
+    server = forkserver._forkserver
+    try:
+        params = list(inspect.signature(forkserver.main).parameters)
+    except (TypeError, ValueError):
+        return False
+    if (threading.active_count() != 1 or params != _FORKSERVER_MAIN_PARAMS
+            or not all(hasattr(server, a) for a in _FORKSERVER_STATE)
+            or hasattr(server, "_forkserver_authkey") or not hasattr(os, "fork")):
+        return False
+    import importlib
+
+    for name in preload:
+        importlib.import_module(name)
+    with server._lock:
+        if server._forkserver_pid is not None:
+            return False
+        resource_tracker.ensure_running()
+        address = connection.arbitrary_address("AF_UNIX")
+        listener = socket.socket(socket.AF_UNIX)
+        try:
+            listener.bind(address)
+            if not util.is_abstract_socket_namespace(address):
+                os.chmod(address, 0o600)
+            listener.listen()
+            alive_r, alive_w = os.pipe()
+            for stream in (sys.stdout, sys.stderr):  # else the copy could write them again
+                with contextlib.suppress(Exception):
+                    stream.flush()
+            # What is alive now (the imported modules, mostly) leaves the collector's care
+            # here and in the copies: a collection writes to every object it visits, and so
+            # would un-share the pages (Python's documented recipe for fork without exec).
+            gc.freeze()
+            pid = os.fork()
+            if pid == 0:  # the forkserver: serve until every client has gone, never return
+                try:
+                    _become_forkserver(listener.fileno(), alive_r)
+                finally:
+                    os._exit(0)
+            os.close(alive_r)
+        finally:
+            listener.close()
+        server._forkserver_address = address
+        server._forkserver_alive_fd = alive_w
+        server._forkserver_pid = pid
+    return True
+
+
+def _stop_forked_forkserver() -> None:
+    """Stop the forkserver :func:`_fork_forkserver` started (a later runtime starts a regular
+    one). Else it would outlive the driver's interpreter shutdown, which writes to every
+    object and so un-shares the pages: for a moment both copies would exist."""
+    from multiprocessing import forkserver
+
+    server = forkserver._forkserver
+    with server._lock:
+        pid, alive_w = server._forkserver_pid, server._forkserver_alive_fd
+        if pid is None:
+            return
+        server._forkserver_pid = server._forkserver_address = None
+        server._forkserver_alive_fd = None
+    with contextlib.suppress(OSError):
+        os.close(alive_w)  # it exits when no client holds this pipe any more
+    try:  # reap it (it is our child) if it ends within a moment; it never blocks us longer
+        pidfd = os.pidfd_open(pid)
+        try:
+            select.select([pidfd], [], [], 1.0)
+        finally:
+            os.close(pidfd)
+        os.waitpid(pid, os.WNOHANG)
+    except (AttributeError, OSError):
+        pass
+
+
+def _become_forkserver(listener_fd: int, alive_r: int) -> None:
+    from multiprocessing import forkserver
+
+    keep = {0, 1, 2, listener_fd, alive_r}
+    try:
+        open_fds = sorted(int(fd) for fd in os.listdir("/proc/self/fd"))
+    except OSError:
+        open_fds = list(range(3, 1024))
+    for fd in open_fds:  # the driver's sockets, files and pipes are not the forkserver's
+        if fd not in keep:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    forkserver.main(listener_fd, alive_r, [])
+
+
 def _start_forkserver_soon() -> None:
     """Start the forkserver in the background, so its imports overlap the driver's own."""
 
@@ -465,6 +574,17 @@ class ProcessRuntime(Runtime):
             actor class, with its heavy imports), so each actor starts in milliseconds.
         warm_up: start the forkserver now, in the background (its imports then overlap the
             driver's work until the first actor is created).
+        share_imports: start the forkserver as a fork of this process (after importing
+            ``preload`` here), so that the driver and all actors share one copy of their
+            imported modules (torch's ~150 MB above all). Done only while this process runs a
+            single Python thread and no forkserver runs yet; otherwise the regular forkserver
+            (a fresh interpreter) starts. The fork happens when the first actor is created (the
+            driver's own lazy initialisation done by then un-shares fewer pages afterwards),
+            and the forkserver stops with this runtime. Python's ``gc.freeze()`` is applied to
+            the driver at the fork (the recipe of the ``gc`` docs for fork without exec).
+        driver_imports: with ``share_imports``, more modules to import in the driver before
+            the fork: modules the driver will import anyway, whose later import would land
+            among (and un-share) the shared pages.
 
     Sending a call blocks while the actor's socket buffer is full (a few hundred small calls, or
     a few large ones, not yet read by a busy actor): that is back-pressure, not a hang.
@@ -474,7 +594,8 @@ class ProcessRuntime(Runtime):
 
     def __init__(self, start_method: str | None = None, stop_timeout: float = 2.0,
                  start_timeout: float | None = None, preload: Sequence[str] = (),
-                 warm_up: bool = False) -> None:
+                 warm_up: bool = False, share_imports: bool = False,
+                 driver_imports: Sequence[str] = ()) -> None:
         super().__init__()
         if start_method is None:
             start_method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
@@ -482,12 +603,17 @@ class ProcessRuntime(Runtime):
             raise ValueError(f"start_method must be 'forkserver' or 'spawn', not {start_method!r} "
                              "(a fork would copy the driver's threads, locks and sockets)")
         self.start_method = start_method
+        self._forked_forkserver = self._fork_pending = False
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self._ctx = mp.get_context(start_method)
         if start_method == "forkserver":
             _preload_in_forkserver(self._ctx, preload)
-            if warm_up:
+            # the fork waits for the first actor: by then the driver has done its own lazy
+            # initialisation (torch's above all), which would otherwise un-share pages
+            self._fork_pending = share_imports and threading.active_count() == 1
+            self._preload = (*preload, *driver_imports)
+            if not self._fork_pending and warm_up:
                 _start_forkserver_soon()
         self._lock = threading.Lock()  # actors' alive flags and pending futures, the watch list
         self._exited = threading.Condition(self._lock)
@@ -529,6 +655,9 @@ class ProcessRuntime(Runtime):
         """
         if self._closed:
             raise RuntimeError("this ProcessRuntime has been shut down")
+        if self._fork_pending:
+            self._fork_pending = False
+            self._forked_forkserver = _fork_forkserver(self._preload)
         handle = ActorHandle(self, self._unique_name(cls, name),
                              getattr(cls, "__name__", type(cls).__name__))
         ctor = _frame(0, _INIT, (cls, args, kwargs))
@@ -1036,6 +1165,8 @@ class ProcessRuntime(Runtime):
             self._selector.close()
             os.close(self._wake_r)
             os.close(self._wake_w)
+        if self._forked_forkserver:
+            _stop_forked_forkserver()
         atexit.unregister(self.shutdown)
 
     def _post_stop(self, st: _ActorState) -> None:
