@@ -489,8 +489,9 @@ class RecordLearnerResult(Operator):
         m.info["policy_sgd_lag_max"] = int(np.max(m.window("policy_sgd_lag_max")))
         thread = self.learner.thread
         if thread is not None:
-            # busy fraction of the wall time over (up to) the last 100 learner results
-            now, busy = time.perf_counter(), thread.busy_s
+            # busy fraction of the wall time over (up to) the last 100 learner steps, between
+            # marks the thread takes at step ends (a reading taken here could fall mid-step)
+            now, busy = thread.busy_mark
             self._busy.append((now, busy))
             then, busy_then = self._busy[0]
             m.info["learner_utilization"] = (

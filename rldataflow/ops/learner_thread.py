@@ -45,6 +45,9 @@ class LearnerThread(threading.Thread):
         self.error: BaseException | None = None
         self.num_steps = 0
         self.busy_s = 0.0
+        #: (when the last step ended, busy_s then), set as one tuple: two marks bound a window
+        #: whose busy time cannot exceed its length (a step in it started after the first mark)
+        self.busy_mark: tuple[float, float] = (time.perf_counter(), 0.0)
         self._first_item_at: float | None = None
         self._stopping = False
 
@@ -58,7 +61,9 @@ class LearnerThread(threading.Thread):
                 if self._first_item_at is None:
                     self._first_item_at = now
                 out = self.learn_fn(item)
-                self.busy_s += time.perf_counter() - now
+                ended = time.perf_counter()
+                self.busy_s += ended - now
+                self.busy_mark = (ended, self.busy_s)
                 self.num_steps += 1
                 self.outqueue.put(out)
         except BaseException as exc:  # kept for Dequeue to re-raise in the driver
