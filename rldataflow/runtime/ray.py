@@ -33,6 +33,7 @@ except ImportError:  # pragma: no cover - depends on the environment
 
 import cloudpickle
 
+from rldataflow.runtime.actor_side import THREAD_ENV, format_remote_traceback, limit_torch_threads
 from rldataflow.runtime.base import (
     ActorDiedError,
     ActorHandle,
@@ -44,12 +45,7 @@ from rldataflow.runtime.base import (
     invoke,
     method_name_of,
 )
-from rldataflow.runtime.process import (
-    THREAD_ENV,
-    _format_remote,
-    _is_small_call,
-    _limit_torch_threads,
-)
+from rldataflow.runtime.wire import PICKLE_PROTOCOL, is_small_call
 
 DEFAULT_ACTOR_OPTIONS: dict[str, Any] = {"num_cpus": 0, "max_restarts": 0, "max_task_retries": 0}
 
@@ -78,7 +74,7 @@ class _Failure:
 
 
 def _pack_error(exc: BaseException, where: str) -> bytes:
-    tb_text = _format_remote(exc, where)
+    tb_text = format_remote_traceback(exc, where)
     try:
         data = cloudpickle.dumps((exc, tb_text))
         pickle.loads(data)  # can the driver rebuild it? (e.g. a custom __init__)
@@ -98,11 +94,11 @@ class _ActorShell:
         self._ctor_error: bytes | None = None
         try:
             cls, args, kwargs = pickle.loads(ctor)
-            _limit_torch_threads()
+            limit_torch_threads()
             self._instance = cls(*args, **kwargs)
         except Exception as exc:  # reported by _ready(), raised by create_actor
             self._ctor_error = _pack_error(exc, self._where)
-        self._torch_limited = _limit_torch_threads()
+        self._torch_limited = limit_torch_threads()
 
     def _ready(self) -> bytes | None:
         return self._ctor_error
@@ -114,7 +110,7 @@ class _ActorShell:
             return _Failure(_pack_error(exc, self._where))
         finally:
             if not self._torch_limited:
-                self._torch_limited = _limit_torch_threads()
+                self._torch_limited = limit_torch_threads()
 
     def _invoke_packed(self, packed: tuple) -> Any:  # call_many: one ray.put for all actors
         return self._invoke(*packed)
@@ -252,10 +248,10 @@ class RayRuntime(Runtime):
             fut._set_exception(self._died(actor, st))
             return fut
         try:
-            if _is_small_call(method, args, kwargs):
+            if is_small_call(method, args, kwargs):
                 # one bytes argument costs Ray a fraction of three objects to serialize
                 ref = st.actor._invoke_pickled.remote(
-                    pickle.dumps((method, args, kwargs), protocol=5))
+                    pickle.dumps((method, args, kwargs), protocol=PICKLE_PROTOCOL))
             else:
                 ref = st.actor._invoke.remote(method, args, kwargs)
         except Exception as exc:  # arguments Ray cannot serialize

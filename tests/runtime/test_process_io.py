@@ -44,8 +44,8 @@ def test_the_waiting_thread_reads_its_own_replies(rt):
     for i in range(50):
         assert actor.call("echo", i).result(timeout=10) == i
     # after a wait, this thread keeps the role of reader (parked), the reader thread sleeps
-    assert rt._io_owner == threading.get_ident()
-    assert rt._io_parked_at is not None
+    assert rt._replies._io_owner == threading.get_ident()
+    assert rt._replies._io_parked_at is not None
 
 
 def test_callbacks_run_while_the_thread_that_read_last_is_busy(rt):

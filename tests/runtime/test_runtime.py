@@ -391,17 +391,17 @@ def module_level_helper(instance, k):
 def test_small_calls_take_the_plain_pickle_path_only_when_it_is_safe():
     import pickle
 
-    from rldataflow.runtime import process
+    from rldataflow.runtime import wire
 
     local_fn = lambda instance, k: k  # noqa: E731
-    assert process._importable_by_name(module_level_helper)
-    assert not process._importable_by_name(local_fn)
+    assert wire.importable_by_name(module_level_helper)
+    assert not wire.importable_by_name(local_fn)
     main_like = types_function_in("__main__")
-    assert not process._importable_by_name(main_like)
-    frame = process._call_frame(7, "incr", (3,), {"k": None})
-    length, call_id, kind = process._HDR.unpack_from(frame)
-    assert (call_id, kind) == (7, process._CALL) and length == len(frame) - process._HDR.size
-    assert pickle.loads(bytes(frame[process._HDR.size:])) == ("incr", (3,), {"k": None})
+    assert not wire.importable_by_name(main_like)
+    frame = wire.call_frame(7, "incr", (3,), {"k": None})
+    length, call_id, kind = wire.HEADER.unpack_from(frame)
+    assert (call_id, kind) == (7, wire.CALL) and length == len(frame) - wire.HEADER.size
+    assert pickle.loads(bytes(frame[wire.HEADER.size:])) == ("incr", (3,), {"k": None})
     # a lambda (or any non-scalar argument) goes through cloudpickle and still runs remotely
     with get_runtime("process") as rt:
         actor = rt.create_actor(Counter, 5)
