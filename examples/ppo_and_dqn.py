@@ -25,7 +25,7 @@ from typing import Any
 
 import rldataflow
 from rldataflow.algorithms import dqn, ppo
-from rldataflow.algorithms.composite import branch_configs
+from rldataflow.algorithms.composite import MAX_LEAD_ROUNDS, branch_configs
 from rldataflow.flow import Concurrently, LocalIterator
 from rldataflow.ops import ParallelRollouts, SelectExperiences, StandardMetricsReporting
 from rldataflow.workers import WorkerSet
@@ -40,7 +40,8 @@ def ppo_and_dqn_plan(workers: WorkerSet, config: Any) -> LocalIterator[dict[str,
     """rollouts -> duplicate -> [PPO sub-flow | DQN sub-flow] -> Concurrently -> report."""
     configs = {pid: sub for pid, (_, sub) in branch_configs(config).items()}
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
-    ppo_stream, dqn_stream = rollouts.duplicate(2)
+    # neither branch runs more than MAX_LEAD_ROUNDS rollout rounds ahead of the other
+    ppo_stream, dqn_stream = rollouts.duplicate(2, max_buffered=MAX_LEAD_ROUNDS)
     ppo_op = ppo.training_flow(ppo_stream.for_each(SelectExperiences(["ppo_policy"])),
                                workers, configs["ppo_policy"], policy_id="ppo_policy")
     dqn_op = dqn.training_flow(dqn_stream.for_each(SelectExperiences(["dqn_policy"])),

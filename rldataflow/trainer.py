@@ -1,19 +1,12 @@
 """The Algorithm object: build a plan from a config, train, save, restore, evaluate.
 
-``algo.train()`` is ``next(plan)`` plus bookkeeping. An algorithm module (one file under
-``rldataflow/algorithms/``) provides:
-
-* ``Config``: a dataclass deriving from :class:`AlgorithmConfig`;
-* ``make_workers(config, runtime) -> WorkerSet`` (optional; the default builds rollout workers
-  whose policies come from ``policy_factory(config)``);
-* ``plan(workers, config) -> LocalIterator[dict]``: the dataflow, ending in result dicts;
-* optionally ``get_extra_state(algo)`` / ``set_extra_state(algo, state)`` for state the plan
-  keeps outside the policy (a KL coefficient, say).
+``algo.train()`` is ``next(plan)`` plus bookkeeping. What an algorithm is (its config, workers,
+plan and checkpoint state) comes from its registered
+:class:`~rldataflow.algorithms.base.AlgorithmBuilder`; see ``docs/adding_an_algorithm.md``.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import time
@@ -26,68 +19,42 @@ from typing import Any
 import numpy as np
 
 from rldataflow import __version__
-from rldataflow.flow import LocalIterator
+from rldataflow.algorithms.base import AlgorithmBuilder, as_plan, default_workers
+from rldataflow.algorithms.registry import (
+    algorithm_names,
+    get_algorithm,
+    module_of,
+    register_module,
+)
+from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
-from rldataflow.policies.policy_spec import policy_factories
 from rldataflow.runtime import Runtime
 from rldataflow.startup import make_runtime
 from rldataflow.utils.checkpoint import load_checkpoint, save_checkpoint
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config, config_to_dict
-from rldataflow.workers import MultiAgentRolloutWorker, RolloutWorker, WorkerSet
+from rldataflow.workers import WorkerSet
 
-#: Algorithm name -> module. Modules are imported only when their algorithm is built.
-ALGORITHMS: dict[str, str] = {
-    "pg": "rldataflow.algorithms.pg",
-    "a2c": "rldataflow.algorithms.a2c",
-    "a3c": "rldataflow.algorithms.a3c",
-    "ppo": "rldataflow.algorithms.ppo",
-    "dqn": "rldataflow.algorithms.dqn",
-    "apex": "rldataflow.algorithms.apex",
-    "impala": "rldataflow.algorithms.impala",
-    "appo": "rldataflow.algorithms.appo",
-    "composite": "rldataflow.algorithms.composite",
-}
+#: ``fn(workers, config)`` returning a plan (or just its results iterator)
+PlanFunction = Callable[[WorkerSet, Any], "LocalIterator[dict[str, Any]] | Plan[dict[str, Any]]"]
 
+__all__ = ["Algorithm", "PlanFunction", "algorithm_module", "build", "default_workers",
+           "make_config", "register_algorithm"]
 
 def register_algorithm(name: str, module: str) -> None:
-    """Make ``build(name, ...)`` and ``rldataflow train name`` use the given module path."""
-    ALGORITHMS[name.lower()] = module
+    """Make ``build(name, ...)`` and ``rldataflow train name`` use the algorithm that
+    importing ``module`` registers (see :func:`rldataflow.algorithms.register_algorithm`)."""
+    register_module(name, module)
 
 
 def algorithm_module(name: str) -> ModuleType:
-    key = name.lower()
-    if key not in ALGORITHMS:
-        import difflib
-
-        hint = difflib.get_close_matches(key, list(ALGORITHMS), n=1)
-        names = ", ".join(sorted(ALGORITHMS))
-        raise ConfigError(f"unknown algorithm {name!r}; choose one of {names}"
-                          + (f" (did you mean {hint[0]!r}?)" if hint else ""))
-    return importlib.import_module(ALGORITHMS[key])
+    """The module algorithm ``name`` is defined in."""
+    return module_of(get_algorithm(name))
 
 
-def default_workers(config: AlgorithmConfig, runtime: Runtime, policy_factory: Any,
-                    **worker_kwargs: Any) -> WorkerSet:
-    """Rollout workers as most algorithms want them, built from the common config fields.
-
-    With ``config.policies`` set they are :class:`MultiAgentRolloutWorker` s; ``policy_factory``
-    is then ``{policy_id: factory}`` (see ``rldataflow.policies.policy_spec.policy_factories``)
-    or one factory used for every policy.
-    """
-    kwargs = dict(env=config.env, env_config=config.env_config,
-                  num_envs=config.num_envs_per_worker,
-                  rollout_fragment_length=config.rollout_fragment_length, seed=config.seed)
-    worker_cls: type = RolloutWorker
-    if config.policies:
-        factories = (dict(policy_factory) if isinstance(policy_factory, Mapping)
-                     else {pid: policy_factory for pid in config.policies})
-        kwargs.update(policy_factories=factories, policy_mapping_fn=config.policy_mapping_fn)
-        worker_cls = MultiAgentRolloutWorker
-    else:
-        kwargs["policy_factory"] = policy_factory
-    kwargs.update(worker_kwargs)
-    return WorkerSet(runtime, config.num_workers, kwargs,
-                     restart_failed=config.restart_failed_workers, worker_cls=worker_cls)
+def __getattr__(name: str) -> Any:
+    if name == "ALGORITHMS":  # the names that can be built (kept for older callers)
+        return {n: n for n in algorithm_names()}
+    raise AttributeError(f"module 'rldataflow.trainer' has no attribute {name!r}")
 
 
 def _limit_learner_threads() -> None:
@@ -117,12 +84,11 @@ class Algorithm:
     """
 
     def __init__(self, name: str, config: AlgorithmConfig, runtime: Runtime | None = None,
-                 owns_runtime: bool | None = None,
-                 plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None
-                 ) -> None:
+                 owns_runtime: bool | None = None, plan: PlanFunction | None = None,
+                 start: bool = True) -> None:
         self.name = name.lower()
-        self.module = algorithm_module(self.name)
-        make_plan = plan if plan is not None else self.module.plan
+        self.builder: AlgorithmBuilder = get_algorithm(self.name)
+        self.module = module_of(self.builder)
         self.config = config
         self._owns_runtime = runtime is None if owns_runtime is None else owns_runtime
         self.runtime = runtime or make_runtime(config.runtime, config.runtime_options)
@@ -130,20 +96,19 @@ class Algorithm:
         self.time_total_s = 0.0
         self._stopped = False
         _limit_learner_threads()
+        self.workers: WorkerSet | None = None
         try:
-            make_workers = getattr(self.module, "make_workers", None)
-            if make_workers is not None:
-                self.workers = make_workers(config, self.runtime)
+            self.workers = self.builder.make_workers(config, self.runtime)
+            if plan is None:
+                self.plan: Plan[dict[str, Any]] = as_plan(
+                    self.builder.make_plan(self.workers, config), type(self.builder).__name__)
             else:
-                factory = (policy_factories(config, self.module.policy_factory)
-                           if config.policies else self.module.policy_factory(config))
-                self.workers = default_workers(config, self.runtime, factory)
-            self.plan: LocalIterator[dict[str, Any]] = make_plan(self.workers, config)
-            if not isinstance(self.plan, LocalIterator):
-                raise TypeError(f"the plan function {getattr(make_plan, '__name__', make_plan)} "
-                                f"returned {type(self.plan).__name__}, not a LocalIterator of "
-                                "results (end it with StandardMetricsReporting)")
+                self.plan = as_plan(plan(self.workers, config), getattr(plan, "__name__", plan))
+            if start:
+                self.plan.start()
         except BaseException:
+            if self.workers is not None:
+                self.workers.stop()
             if self._owns_runtime:
                 self.runtime.shutdown()
             raise
@@ -194,9 +159,7 @@ class Algorithm:
                                for name in metrics.window_names()
                                if name.startswith(POLICY_RETURN_WINDOW)},
         }
-        extra = getattr(self.module, "get_extra_state", None)
-        if extra is not None:
-            state["extra"] = extra(self)
+        state["extra"] = self.builder.extra_state(self.plan, self.workers, self.config)
         metadata = {
             "algorithm": self.name,
             "config": config_to_dict(self.config),
@@ -208,19 +171,18 @@ class Algorithm:
 
     @classmethod
     def restore(cls, directory: str | os.PathLike[str], runtime: Runtime | None = None,
-                plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None,
-                **overrides: Any) -> Algorithm:
+                plan: PlanFunction | None = None, **overrides: Any) -> Algorithm:
         """Rebuild an algorithm from a checkpoint; ``overrides`` change config fields (e.g.
         ``env=`` when the run used an env creator function, or ``num_workers=``); ``plan``:
         the custom plan function the run was built with, if any."""
         state, metadata = load_checkpoint(directory)
         name = metadata["algorithm"]
-        module = algorithm_module(name)
+        config_cls = get_algorithm(name).Config
         saved = dict(metadata["config"])
-        valid = {f.name for f in fields(module.Config)}
+        valid = {f.name for f in fields(config_cls)}
         saved = {k: v for k, v in saved.items() if k in valid}
         saved.update(overrides)
-        config = build_config(module.Config, saved)
+        config = build_config(config_cls, saved)
         algo = cls(name, config, runtime=runtime, plan=plan)
         algo.set_state(state, metadata)
         return algo
@@ -241,9 +203,9 @@ class Algorithm:
             self.metrics.record_many(name, values)
         self.iteration = int(metadata.get("iteration", 0))
         self.time_total_s = float(metadata.get("time_total_s", 0.0))
-        extra = getattr(self.module, "set_extra_state", None)
-        if extra is not None and "extra" in state:
-            extra(self, state["extra"])
+        if "extra" in state:
+            self.builder.restore_extra_state(self.plan, self.workers, self.config,
+                                             state["extra"])
 
     # -- lifecycle ------------------------------------------------------------------------------
     def stop(self) -> None:
@@ -251,11 +213,11 @@ class Algorithm:
         if self._stopped:
             return
         self._stopped = True
-        stop_hook = getattr(self.module, "stop", None)
         try:
-            if stop_hook is not None:
-                stop_hook(self)
-            self.workers.stop()
+            try:
+                self.plan.stop()
+            finally:
+                self.workers.stop()
         finally:
             if self._owns_runtime:
                 self.runtime.shutdown()
@@ -273,21 +235,20 @@ class Algorithm:
 def make_config(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None,
                 from_cli: bool = False, **overrides: Any) -> AlgorithmConfig:
     """The validated config of ``algo`` from a Config instance, a dict and/or keyword overrides."""
-    module = algorithm_module(algo)
+    config_cls = get_algorithm(algo).Config
     if isinstance(config, AlgorithmConfig):
-        if not isinstance(config, module.Config):
+        if not isinstance(config, config_cls):
             raise ConfigError(f"{type(config).__name__} is not the config of {algo!r} "
-                              f"(expected {module.Config.__name__})")
-        return build_config(module.Config, overrides, base=config, from_cli=from_cli)
+                              f"(expected {config_cls.__name__})")
+        return build_config(config_cls, overrides, base=config, from_cli=from_cli)
     merged = dict(config or {})
     merged.update(overrides)  # an explicit None (e.g. grad_clip=None) is a value, not "unset"
-    return build_config(module.Config, merged, from_cli=from_cli)
+    return build_config(config_cls, merged, from_cli=from_cli)
 
 
 def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, *,
-          runtime: str | Runtime | None = None,
-          plan: Callable[[WorkerSet, Any], LocalIterator[dict[str, Any]]] | None = None,
-          **overrides: Any) -> Algorithm:
+          runtime: str | Runtime | None = None, plan: PlanFunction | None = None,
+          start: bool = True, **overrides: Any) -> Algorithm:
     """Build an algorithm by name.
 
     Example::
@@ -299,6 +260,9 @@ def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, 
     ``plan=fn(workers, config)`` replaces the algorithm's plan with your own, built on the
     same config, workers, checkpoints and reporting (see ``examples/ppo_and_dqn.py``).
 
+    ``start=False`` builds the workers and the plan but starts nothing the plan owns (its
+    learner threads, say) until the first ``train()``: for looking at ``algo.plan.describe()``.
+
     Unknown keys and wrong types raise :class:`ConfigError` (one line naming the key) before
     anything starts.
     """
@@ -306,4 +270,4 @@ def build(algo: str, config: AlgorithmConfig | Mapping[str, Any] | None = None, 
     if isinstance(runtime, str):
         overrides["runtime"] = runtime
     cfg = make_config(algo, config, **overrides)
-    return Algorithm(algo, cfg, runtime=runtime_obj, plan=plan)
+    return Algorithm(algo, cfg, runtime=runtime_obj, plan=plan, start=start)

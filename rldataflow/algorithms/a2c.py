@@ -32,8 +32,10 @@ from typing import Any
 
 import torch
 
+from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import LocalIterator
+from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import (
     ApplyGradients,
     AverageGradients,
@@ -151,9 +153,26 @@ def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config
             .for_each(ApplyGradients(workers, update_all=True)))
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
     train_op = training_flow(rollouts, workers, config)
-    return StandardMetricsReporting(train_op, workers,
-                                    min_time_s=config.min_time_s_per_iteration,
-                                    min_steps=config.min_steps_per_iteration)
+    return Plan(StandardMetricsReporting(train_op, workers,
+                                         min_time_s=config.min_time_s_per_iteration,
+                                         min_steps=config.min_steps_per_iteration))
+
+
+@register_algorithm("a2c")
+class A2C(AlgorithmBuilder):
+    """Synchronous advantage actor-critic."""
+
+    Config = Config
+
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
+
+    def make_plan(self, workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
+        return plan(workers, config)
+
+    def training_flow(self, batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+                      policy_id: str | None = None) -> LocalIterator[Any]:
+        return training_flow(batches, workers, config, policy_id)

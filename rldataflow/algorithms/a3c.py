@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rldataflow.algorithms.a2c import a2c_loss, policy_factory, validate_actor_critic
-from rldataflow.flow import LocalIterator
+from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.registry import register_algorithm
+from rldataflow.flow import Plan
 from rldataflow.ops import ApplyGradients, AsyncGradients, StandardMetricsReporting
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
@@ -69,9 +71,22 @@ class Config(AlgorithmConfig):
             raise ConfigError("config key 'num_async' must be >= 1")
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     train_op = (AsyncGradients(workers, num_async=config.num_async)
                 .for_each(ApplyGradients(workers, update_all=False)))
-    return StandardMetricsReporting(train_op, workers,
-                                    min_time_s=config.min_time_s_per_iteration,
-                                    min_steps=config.min_steps_per_iteration)
+    return Plan(StandardMetricsReporting(train_op, workers,
+                                         min_time_s=config.min_time_s_per_iteration,
+                                         min_steps=config.min_steps_per_iteration))
+
+
+@register_algorithm("a3c")
+class A3C(AlgorithmBuilder):
+    """Asynchronous advantage actor-critic: workers compute gradients, the driver applies."""
+
+    Config = Config
+
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
+
+    def make_plan(self, workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
+        return plan(workers, config)

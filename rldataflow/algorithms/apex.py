@@ -35,12 +35,13 @@ shards' contents are *not* saved: a restored run refills them (``learning_starts
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 
+from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.dqn import (
     DQNPolicy,
     QConfig,
@@ -48,8 +49,9 @@ from rldataflow.algorithms.dqn import (
     policy_config,
     worker_kwargs,
 )
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch
-from rldataflow.flow import Concurrently, Dequeue, Enqueue, LocalIterator, Operator
+from rldataflow.flow import Concurrently, Dequeue, Enqueue, LocalIterator, Operator, Plan
 from rldataflow.ops import (
     LearnerThread,
     ParallelRollouts,
@@ -62,7 +64,8 @@ from rldataflow.ops import (
     UpdateTargetNetwork,
 )
 from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR
-from rldataflow.runtime import ActorHandle
+from rldataflow.ops.weights import SyncWeights
+from rldataflow.runtime import ActorHandle, Runtime
 from rldataflow.utils.config import ConfigError
 from rldataflow.workers import RolloutWorker, WorkerSet
 
@@ -168,30 +171,11 @@ def make_workers(config: Config, runtime: Any) -> WorkerSet:
                      restart_failed=config.restart_failed_workers, worker_cls=ApexWorker)
 
 
-class SyncWeightsToSource(Operator):
+def SyncWeightsToSource(workers: WorkerSet, max_delay: int) -> SyncWeights:
     """Send the learner's weights to the worker a batch came from once it has sampled
     ``max_delay`` steps since its last update (Ape-X's periodic parameter fetch)."""
-
-    def __init__(self, workers: WorkerSet, max_delay: int) -> None:
-        self.workers = workers
-        self.max_delay = max_delay
-        self.steps_since: defaultdict[int, int] = defaultdict(int)
-
-    @property
-    def op_name(self) -> str:
-        return f"SyncWeightsToSource(every {self.max_delay} steps)"
-
-    def __call__(self, batch: SampleBatch) -> SampleBatch:
-        actor = self.metrics.current_actor
-        if actor is None:
-            return batch
-        self.steps_since[actor.actor_id] += batch.count
-        if self.steps_since[actor.actor_id] >= self.max_delay:
-            self.steps_since[actor.actor_id] = 0
-            with self.metrics.timers["sync_weights"]:
-                self.workers.sync_weights([actor])
-            self.metrics.counters["num_weight_syncs"] += 1
-        return batch
+    return SyncWeights(workers, to="source", every_steps=max_delay,
+                       name=f"SyncWeightsToSource(every {max_delay} steps)")
 
 
 def learn_on_replayed(policy: DQNPolicy):
@@ -224,11 +208,30 @@ class RecordLearnerStep(Operator):
         return item
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+class ApexPlan(Plan):
+    """Ape-X's plan: its results, the learner thread and the replay shards it owns."""
+
+    def __init__(self, results: LocalIterator[dict[str, Any]], learner: LearnerThread,
+                 replay_shards: list[ActorHandle], runtime: Runtime) -> None:
+        super().__init__(results, [learner])
+        self.learner = learner
+        self.replay_shards = replay_shards
+        self._runtime = runtime
+
+    def stop(self) -> None:
+        """Stop the learner thread, then the replay shards."""
+        try:
+            super().stop()
+        finally:
+            shards, self.replay_shards = self.replay_shards, []
+            for shard in shards:
+                self._runtime.kill(shard)
+
+
+def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     policy = workers.local_worker().policy
     shards = make_replay_shards(workers.runtime, config)
     learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size)
-    learner.start()
 
     rollouts = ParallelRollouts(workers, mode="async", num_async=config.num_async_rollouts)
     if config.training_intensity is not None:
@@ -248,12 +251,10 @@ def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
                                                config.target_network_update_freq,
                                                by_steps_trained=True)))
     train_op = Concurrently([store_op, replay_op, update_op], mode="async", output_indexes=[2])
-    result = StandardMetricsReporting(train_op, workers,
-                                      min_time_s=config.min_time_s_per_iteration,
-                                      min_steps=config.min_steps_per_iteration)
-    result.learner = learner  # for stop()
-    result.replay_shards = shards
-    return result
+    results = StandardMetricsReporting(train_op, workers,
+                                       min_time_s=config.min_time_s_per_iteration,
+                                       min_steps=config.min_steps_per_iteration)
+    return ApexPlan(results, learner, shards, workers.runtime)
 
 
 def make_replay_shards(runtime: Any, config: Config) -> list[ActorHandle]:
@@ -268,20 +269,20 @@ def make_replay_shards(runtime: Any, config: Config) -> list[ActorHandle]:
         seed=config.seed + 7919 * i, name=f"ReplayActor-{i}") for i in range(n)]
 
 
-def stop(algo: Any) -> None:
-    """Stop the learner thread and the replay shards."""
-    plan_node = algo.plan
-    learner = getattr(plan_node, "learner", None)
-    if learner is not None:
-        learner.stop()
-    for shard in getattr(plan_node, "replay_shards", ()):
-        algo.runtime.kill(shard)
+@register_algorithm("apex")
+class ApeX(AlgorithmBuilder):
+    """Distributed prioritized experience replay (Ape-X DQN)."""
 
+    Config = Config
+    worker_options = {"include_next_obs": True}
 
-def get_extra_state(algo: Any) -> dict[str, int]:
-    return {}
+    def make_workers(self, config: Config, runtime: Any) -> WorkerSet:
+        return make_workers(config, runtime)
 
+    def make_plan(self, workers: WorkerSet, config: Config) -> ApexPlan:
+        return plan(workers, config)
 
-def set_extra_state(algo: Any, state: Any) -> None:
-    """The replay shards restart empty, so the count that gates replay restarts at 0."""
-    algo.metrics.counters[ROWS_ADDED] = 0
+    def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
+                            state: Mapping[str, Any]) -> None:
+        """The replay shards restart empty, so the count that gates replay restarts at 0."""
+        plan.metrics.counters[ROWS_ADDED] = 0

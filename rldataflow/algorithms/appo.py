@@ -16,7 +16,7 @@ below half of it), on the learner after each update.
 
 Dataflow: IMPALA's training flow plus one step, the target network update::
 
-    impala.build_flow(workers, config, learner)
+    impala.build_flow(experience, workers, config, learner)
       .for_each(UpdateTargetNetwork(policy.request_target_update, every N learner updates))
 """
 
@@ -29,16 +29,9 @@ from typing import Any
 import torch
 
 from rldataflow.algorithms import impala
-from rldataflow.algorithms.impala import (  # noqa: F401  (Algorithm hooks, shared with IMPALA)
-    VTraceLearner,
-    VTracePolicy,
-    get_extra_state,
-    parts_of,
-    set_extra_state,
-    stop,
-)
+from rldataflow.algorithms.impala import ImpalaPlan, VTraceLearner, VTracePolicy
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import LocalIterator
 from rldataflow.ops import UpdateTargetNetwork
 from rldataflow.utils.config import ConfigError
 from rldataflow.workers import WorkerSet
@@ -179,11 +172,25 @@ def make_workers(config: Config, runtime: Any) -> WorkerSet:
     return impala.make_workers(config, runtime, factory=policy_factory(config))
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> ImpalaPlan:
     learner = impala.make_learner(workers, config, AppoLearner)
-    policy = learner.policy
-    train_op = impala.build_flow(workers, config, learner).for_each(
-        UpdateTargetNetwork(policy.request_target_update,
-                            config.target_update_frequency * config.train_batch_size,
-                            by_steps_trained=True))
-    return impala.report(train_op, workers, config)
+    batches, aggregators = impala.experience(workers, config, learner)
+    with ImpalaPlan.building(aggregators):
+        train_op = impala.build_flow(batches, workers, config, learner).for_each(
+            UpdateTargetNetwork(learner.policy.request_target_update,
+                                config.target_update_frequency * config.train_batch_size,
+                                by_steps_trained=True))
+        return ImpalaPlan(impala.report(train_op, workers, config), learner, aggregators)
+
+
+@register_algorithm("appo")
+class APPO(impala.IMPALA):
+    """Asynchronous PPO: IMPALA's dataflow with a clipped surrogate and a target network."""
+
+    Config = Config
+
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
+
+    def make_plan(self, workers: WorkerSet, config: Config) -> ImpalaPlan:
+        return plan(workers, config)

@@ -54,9 +54,11 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
+from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import Concurrently, LocalIterator
+from rldataflow.flow import Concurrently, LocalIterator, Plan
 from rldataflow.ops import (
     BroadcastWeights,
     ParallelRollouts,
@@ -418,7 +420,8 @@ def replay_flow(workers: WorkerSet, config: QConfig, buffer: ReplayBuffer,
     beta = LinearSchedule(config.prioritized_replay_beta, config.final_prioritized_replay_beta,
                           config.beta_annealing_steps)
     return (Replay(local_buffer=buffer, batch_size=config.train_batch_size, beta=beta,
-                   learning_starts=config.learning_starts)
+                   learning_starts=config.learning_starts,
+                   training_intensity=getattr(config, "training_intensity", None))
             .for_each(TrainOneStep(workers, broadcast=False, policy_id=policy_id))
             .for_each(UpdatePriorities(local_buffer=buffer))
             .for_each(UpdateTargetNetwork(policy.update_target,
@@ -440,10 +443,11 @@ def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config
                         round_robin_weights=round_robin_weights(config))
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     train_op = training_flow(ParallelRollouts(workers, mode="bulk_sync"), workers, config)
-    return StandardMetricsReporting(train_op, workers, min_time_s=config.min_time_s_per_iteration,
-                                    min_steps=config.min_steps_per_iteration)
+    return Plan(StandardMetricsReporting(train_op, workers,
+                                         min_time_s=config.min_time_s_per_iteration,
+                                         min_steps=config.min_steps_per_iteration))
 
 
 # -- checkpoint hooks ---------------------------------------------------------------------------
@@ -454,17 +458,41 @@ def sampler_env_steps(workers: WorkerSet) -> int:
     return int(sum(workers.foreach_worker(lambda w: w.policy.env_steps, local=False)))
 
 
-def get_extra_state(algo: Any) -> dict[str, int]:
-    return {"sampler_env_steps": sampler_env_steps(algo.workers)}
-
-
-def set_extra_state(algo: Any, state: Mapping[str, Any]) -> None:
-    """Restore the exploration clocks; the replay buffer restarts empty, so does its count."""
-    workers = algo.workers
-    total = int(state.get("sampler_env_steps", 0))
+def set_sampler_env_steps(workers: WorkerSet, total: int) -> None:
+    """Put the exploration clocks back (split evenly over the sampling workers)."""
     if workers.remote_workers():
-        share = total // workers.num_remote_workers
+        share = int(total) // workers.num_remote_workers
         workers.foreach_worker(lambda w: setattr(w.policy, "env_steps", share), local=False)
     else:
-        workers.local_worker().policy.env_steps = total
-    algo.metrics.counters[ROWS_ADDED] = 0
+        workers.local_worker().policy.env_steps = int(total)
+
+
+@register_algorithm("dqn")
+class DQN(AlgorithmBuilder):
+    """Deep Q-networks (double, dueling, n-step, prioritized replay)."""
+
+    Config = Config
+    worker_options = WORKER_OPTIONS
+
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
+
+    def make_workers(self, config: Config, runtime: Any) -> WorkerSet:
+        return make_workers(config, runtime)
+
+    def make_plan(self, workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
+        return plan(workers, config)
+
+    def training_flow(self, batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+                      policy_id: str | None = None) -> LocalIterator[Any]:
+        return training_flow(batches, workers, config, policy_id)
+
+    def extra_state(self, plan: Plan, workers: WorkerSet, config: Config) -> dict[str, Any]:
+        return {"sampler_env_steps": sampler_env_steps(workers)}
+
+    def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
+                            state: Mapping[str, Any]) -> None:
+        """Restore the exploration clocks; the replay buffer restarts empty, so does its
+        count."""
+        set_sampler_env_steps(workers, int(state.get("sampler_env_steps", 0)))
+        plan.metrics.counters[ROWS_ADDED] = 0

@@ -36,19 +36,23 @@ their age.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
-import weakref
 from collections import deque
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 
+from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.algorithms.vtrace import next_values_from, trajectory_ends, vtrace
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import Concurrently, Dequeue, Enqueue, LocalIterator, Operator
+from rldataflow.flow import Concurrently, Dequeue, Enqueue, LocalIterator, Operator, Plan
+from rldataflow.flow.provenance import source_actors
 from rldataflow.ops import (
     ConcatBatches,
     LearnerThread,
@@ -57,6 +61,7 @@ from rldataflow.ops import (
 )
 from rldataflow.ops.aggregation import AggregatorSet
 from rldataflow.ops.mixin_replay import MixInReplay
+from rldataflow.ops.weights import SyncWeights
 from rldataflow.policies import TorchPolicy
 from rldataflow.runtime import ActorHandle
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
@@ -253,10 +258,9 @@ class VTraceLearner:
         self._updates_at: list[int] = []
         self.publish()
         self.thread: LearnerThread | None = None
-        if config.learner_thread:
+        if config.learner_thread:  # started with the plan that owns this learner
             self.thread = LearnerThread(self.learn, inqueue_size=config.learner_queue_size,
                                         outqueue_size=16, name="impala-learner")
-            self.thread.start()
 
     # -- weights ------------------------------------------------------------------------------
     def publish(self) -> None:
@@ -371,6 +375,11 @@ class VTraceLearner:
                 "sgd_lag_mean": float(sgd_lags.mean()), "sgd_lag_max": int(sgd_lags.max()),
                 "learn_time_s": time.perf_counter() - start}
 
+    def start(self) -> None:
+        """Start the learner thread (if there is one and it is not running yet)."""
+        if self.thread is not None and self.thread.ident is None:
+            self.thread.start()
+
     def stop(self) -> None:
         if self.thread is not None:
             self.thread.stop()
@@ -380,7 +389,7 @@ class VTraceLearner:
 # operators of the plan
 # ---------------------------------------------------------------------------------------------
 class NoteSource(Operator):
-    """Remember the actor each batch came from (until the next broadcast sends it weights).
+    """Remember the actors each batch came from (until the next broadcast sends them weights).
 
     Pairs with :class:`BroadcastLearnerWeights` further down the same branch, so that *every*
     worker whose batch went into a concatenated train batch gets the new weights, not only the
@@ -398,13 +407,12 @@ class NoteSource(Operator):
         self.pending: dict[int, ActorHandle] = {}
 
     def __call__(self, batch: Any) -> Any:
-        actor = self.metrics.current_actor
-        if actor is not None:
+        for actor in source_actors(batch):
             self.pending[actor.actor_id] = actor
         return batch
 
 
-class BroadcastLearnerWeights(Operator):
+class BroadcastLearnerWeights(SyncWeights):
     """Send the learner's newest weights snapshot to the actors noted since the last call.
 
     An actor gets a snapshot only once (a newer one appears at most every ``broadcast_interval``
@@ -413,32 +421,18 @@ class BroadcastLearnerWeights(Operator):
     """
 
     def __init__(self, runtime: Any, learner: VTraceLearner, sources: NoteSource) -> None:
-        self.runtime = runtime
+        super().__init__(to="source", snapshot=lambda: learner.snapshot, runtime=runtime,
+                         counter="num_weight_broadcasts", timer="broadcast_weights",
+                         name=f"BroadcastLearnerWeights(sources, "
+                              f"interval={learner.config.broadcast_interval})")
         self.learner = learner
         self.sources = sources
-        self.initial_version = learner.snapshot[1]
-        self.sent: dict[int, int] = {}
 
-    @property
-    def op_name(self) -> str:
-        interval = self.learner.config.broadcast_interval
-        return f"BroadcastLearnerWeights(sources, interval={interval})"
-
-    def __call__(self, item: Any) -> Any:
-        weights, version = self.learner.snapshot
+    def targets(self, item: Any) -> list[ActorHandle]:
         pending = self.sources.pending
-        targets = [a for a in pending.values()
-                   if self.sent.get(a.actor_id, self.initial_version) < version]
+        targets = list(pending.values())
         pending.clear()
-        if targets:
-            with self.metrics.timers["broadcast_weights"]:
-                self.runtime.call_many(targets, "set_weights", weights, version)
-            if len(self.sent) > 4096:  # forget replaced actors now and then: stays bounded
-                self.sent.clear()
-            for actor in targets:
-                self.sent[actor.actor_id] = version
-            self.metrics.counters["num_weight_broadcasts"] += len(targets)
-        return item
+        return targets
 
 
 class LearnInline(Operator):
@@ -503,19 +497,25 @@ class RecordLearnerResult(Operator):
 # ---------------------------------------------------------------------------------------------
 # the plan
 # ---------------------------------------------------------------------------------------------
-class _Parts:
-    def __init__(self, learner: VTraceLearner, aggregators: AggregatorSet | None) -> None:
+class ImpalaPlan(Plan):
+    """IMPALA's (and APPO's) plan: its results, and the learner and aggregators it owns."""
+
+    def __init__(self, results: LocalIterator[dict[str, Any]], learner: VTraceLearner,
+                 aggregators: AggregatorSet | None = None) -> None:
+        super().__init__(results, [learner] + ([aggregators] if aggregators else []))
         self.learner = learner
         self.aggregators = aggregators
 
-    def stop(self) -> None:
-        self.learner.stop()
-        if self.aggregators is not None:
-            self.aggregators.stop()
-
-
-#: What a running plan owns besides its workers, found again by ``stop(algo)``.
-_PARTS: weakref.WeakKeyDictionary[WorkerSet, _Parts] = weakref.WeakKeyDictionary()
+    @staticmethod
+    @contextlib.contextmanager
+    def building(aggregators: AggregatorSet | None) -> Iterator[None]:
+        """Stop the aggregators (started actors) if the rest of the plan fails to build."""
+        try:
+            yield
+        except BaseException:
+            if aggregators is not None:
+                aggregators.stop()
+            raise
 
 
 def make_learner(workers: WorkerSet, config: Config,
@@ -538,15 +538,10 @@ def experience(workers: WorkerSet, config: Config, learner: VTraceLearner
     return ParallelRollouts(workers, mode="async", num_async=config.num_async), None
 
 
-def build_flow(workers: WorkerSet, config: Config, learner: VTraceLearner
-               ) -> LocalIterator[dict[str, Any]]:
-    """IMPALA's training sub-flow: a stream of learner results (one per train batch)."""
-    try:
-        batches, aggregators = experience(workers, config, learner)
-    except BaseException:
-        learner.stop()  # e.g. an aggregator's worker failed to start
-        raise
-    _PARTS[workers] = _Parts(learner, aggregators)
+def build_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+               learner: VTraceLearner) -> LocalIterator[dict[str, Any]]:
+    """IMPALA's training sub-flow: sample batches in, learner results out (one per train
+    batch). Every worker that sent a new batch gets the learner's next weights snapshot."""
     sources = NoteSource()
     batches = batches.for_each(sources)
     if config.replay_proportion > 0:
@@ -571,30 +566,43 @@ def report(train_op: LocalIterator[Any], workers: WorkerSet, config: Config
                                     min_steps=config.min_steps_per_iteration)
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> ImpalaPlan:
     learner = make_learner(workers, config)
-    return report(build_flow(workers, config, learner), workers, config)
+    batches, aggregators = experience(workers, config, learner)
+    with ImpalaPlan.building(aggregators):
+        train_op = build_flow(batches, workers, config, learner)
+        return ImpalaPlan(report(train_op, workers, config), learner, aggregators)
+
+
+def parts_of(algo: Any) -> ImpalaPlan:
+    """The plan (learner, aggregators) of a built IMPALA/APPO algorithm."""
+    return algo.plan
 
 
 # ---------------------------------------------------------------------------------------------
-# Algorithm hooks
+# the algorithm
 # ---------------------------------------------------------------------------------------------
-def parts_of(algo: Any) -> _Parts:
-    """The learner (and aggregators) of a built IMPALA/APPO algorithm."""
-    return _PARTS[algo.workers]
+@register_algorithm("impala")
+class IMPALA(AlgorithmBuilder):
+    """Importance-weighted actor-learner architecture (V-trace on a learner thread)."""
 
+    Config = Config
 
-def stop(algo: Any) -> None:
-    parts = _PARTS.pop(algo.workers, None)
-    if parts is not None:
-        parts.stop()
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
 
+    def make_workers(self, config: Config, runtime: Any) -> WorkerSet:
+        return make_workers(config, runtime, self.policy_factory(config))
 
-def get_extra_state(algo: Any) -> dict[str, Any]:
-    return {"num_learner_updates": parts_of(algo).learner.num_updates}
+    def make_plan(self, workers: WorkerSet, config: Config) -> ImpalaPlan:
+        return plan(workers, config)
 
+    def extra_state(self, plan: Plan, workers: WorkerSet, config: Config) -> dict[str, Any]:
+        assert isinstance(plan, ImpalaPlan)
+        return {"num_learner_updates": plan.learner.num_updates}
 
-def set_extra_state(algo: Any, state: dict[str, Any]) -> None:
-    learner = parts_of(algo).learner
-    learner.num_updates = int(state.get("num_learner_updates", 0))
-    learner.publish()  # restored weights: the snapshot workers get must be these
+    def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
+                            state: Mapping[str, Any]) -> None:
+        assert isinstance(plan, ImpalaPlan)
+        plan.learner.num_updates = int(state.get("num_learner_updates", 0))
+        plan.learner.publish()  # restored weights: the snapshot workers get must be these

@@ -14,13 +14,16 @@ policy (with its own config overrides); the branches run concurrently (see
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
 
+from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
-from rldataflow.flow import Concurrently, LocalIterator
+from rldataflow.flow import Concurrently, LocalIterator, Plan
 from rldataflow.ops import (
     BroadcastWeights,
     ConcatBatches,
@@ -190,31 +193,46 @@ def multi_agent_training_flow(rollouts: LocalIterator[Any], workers: WorkerSet, 
                         mode="async")
 
 
-def plan(workers: WorkerSet, config: Config) -> LocalIterator[dict[str, Any]]:
+def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     rollouts = ParallelRollouts(workers, mode="bulk_sync")
     if config.policies:
         train_op = multi_agent_training_flow(rollouts, workers, config)
     else:
         train_op = training_flow(rollouts, workers, config)
-    return StandardMetricsReporting(train_op, workers,
-                                    min_time_s=config.min_time_s_per_iteration,
-                                    min_steps=config.min_steps_per_iteration)
+    return Plan(StandardMetricsReporting(train_op, workers,
+                                         min_time_s=config.min_time_s_per_iteration,
+                                         min_steps=config.min_steps_per_iteration))
 
 
-def get_extra_state(algo: Any) -> dict[str, Any]:
-    local = algo.workers.local_worker()
-    if not algo.config.policies:
-        return {"kl_coeff": float(local.policy.kl_coeff)}
-    return {"kl_coeff": {pid: float(local.get_policy(pid).kl_coeff)
-                         for pid in local.policy_ids()
-                         if hasattr(local.get_policy(pid), "kl_coeff")}}
+@register_algorithm("ppo")
+class PPO(AlgorithmBuilder):
+    """Proximal policy optimization."""
 
+    Config = Config
 
-def set_extra_state(algo: Any, state: dict[str, Any]) -> None:
-    local = algo.workers.local_worker()
-    kl = state["kl_coeff"]
-    if isinstance(kl, dict):
-        for pid, value in kl.items():
-            local.get_policy(pid).kl_coeff = float(value)
-    else:
-        local.policy.kl_coeff = float(kl)
+    def policy_factory(self, config: Config) -> Any:
+        return policy_factory(config)
+
+    def make_plan(self, workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
+        return plan(workers, config)
+
+    def training_flow(self, batches: LocalIterator[SB], workers: WorkerSet, config: Config,
+                      policy_id: str | None = None) -> LocalIterator[Any]:
+        return training_flow(batches, workers, config, policy_id)
+
+    def extra_state(self, plan: Plan, workers: WorkerSet, config: Config) -> dict[str, Any]:
+        local = workers.local_worker()
+        if not config.policies:
+            return {"kl_coeff": float(local.policy.kl_coeff)}
+        return {"kl_coeff": {pid: float(local.get_policy(pid).kl_coeff)
+                             for pid in local.policy_ids()}}
+
+    def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
+                            state: Mapping[str, Any]) -> None:
+        local = workers.local_worker()
+        kl = state["kl_coeff"]
+        if isinstance(kl, Mapping):
+            for pid, value in kl.items():
+                local.get_policy(pid).kl_coeff = float(value)
+        else:
+            local.policy.kl_coeff = float(kl)

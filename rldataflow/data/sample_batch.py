@@ -20,6 +20,8 @@ from typing import Any
 
 import numpy as np
 
+from rldataflow.flow.provenance import Sourced, merged_sources
+
 __all__ = ["MultiAgentBatch", "SampleBatch", "concat_samples"]
 
 
@@ -43,7 +45,7 @@ def _rebuild_sample_batch(
     return cls(columns, stats=stats, info=info)
 
 
-class SampleBatch(dict):
+class SampleBatch(Sourced, dict):
     """A batch of experience stored column by column (``str -> np.ndarray``).
 
     All columns must have the same length along axis 0; the constructor and ``batch[key] = value``
@@ -96,6 +98,8 @@ class SampleBatch(dict):
         if isinstance(columns, SampleBatch):
             stats = columns.stats if stats is None else stats
             info = columns.info if info is None else info
+            if columns.sources:
+                self.sources = columns.sources
         data = dict(columns or {})
         data.update(kwargs)
         super().__init__()
@@ -181,6 +185,8 @@ class SampleBatch(dict):
         dict.__init__(out, columns)
         out.stats = {k: list(v) for k, v in self.stats.items()} if keep_stats else {}
         out.info = dict(self.info)
+        if self.sources:
+            out.sources = self.sources
         return out
 
     @staticmethod
@@ -201,8 +207,11 @@ class SampleBatch(dict):
             _merge_stats(stats, getattr(b, "stats", {}))
             info.update(getattr(b, "info", {}))
         non_empty = [b for b in batches if len(b.keys()) > 0]
+        sources = merged_sources(batches)
         if not non_empty:
-            return SampleBatch(stats=stats, info=info)
+            out = SampleBatch(stats=stats, info=info)
+            out.sources = sources
+            return out
         keys = list(non_empty[0].keys())
         key_set = set(keys)
         for i, b in enumerate(non_empty[1:], start=1):
@@ -220,6 +229,8 @@ class SampleBatch(dict):
         out = type(non_empty[0]).__new__(type(non_empty[0]))
         dict.__init__(out, cols)
         out.stats, out.info = stats, info
+        if sources:
+            out.sources = sources
         return out
 
     def concat(self, other: SampleBatch) -> SampleBatch:
@@ -306,7 +317,7 @@ def concat_samples(batches: Sequence[Any]) -> Any:
     return SampleBatch.concat_samples(batches)
 
 
-class MultiAgentBatch:
+class MultiAgentBatch(Sourced):
     """Experience of several policies from one stretch of env steps.
 
     ``policy_batches`` maps policy id -> :class:`SampleBatch`; ``env_steps`` is the number of
@@ -363,30 +374,42 @@ class MultiAgentBatch:
             info.update(b.info)
             for pid, pb in b.policy_batches.items():
                 per_policy.setdefault(pid, []).append(pb)
-        return MultiAgentBatch(
+        out = MultiAgentBatch(
             {pid: SampleBatch.concat_samples(bs) for pid, bs in per_policy.items()},
             env_steps,
             stats=stats,
             info=info,
         )
+        out.set_sources(merged_sources(batches))
+        return out
 
     def select(self, policy_ids: Iterable[str]) -> MultiAgentBatch:
         """Keep only the given policies' batches (env step count unchanged)."""
         ids = set(policy_ids)
-        return MultiAgentBatch(
+        out = MultiAgentBatch(
             {pid: b for pid, b in self.policy_batches.items() if pid in ids},
             self._env_steps,
             stats=self.stats,
             info=self.info,
         )
+        out.set_sources(self.sources)
+        return out
 
     def copy(self) -> MultiAgentBatch:
-        return MultiAgentBatch(
+        out = MultiAgentBatch(
             {k: v.copy() for k, v in self.policy_batches.items()},
             self._env_steps,
             stats=self.stats,
             info=_copy.deepcopy(self.info),
         )
+        out.set_sources(self.sources)
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        # sources are the driver's actor handles: they never travel with the batch
+        state = dict(self.__dict__)
+        state.pop("sources", None)
+        return state
 
     def __repr__(self) -> str:
         inner = ", ".join(f"{k}: {v.count}" for k, v in self.policy_batches.items())

@@ -78,12 +78,17 @@ def _as_ready(streams: list[Iterator[Any]]) -> Iterator[Any]:
     """Items from whichever input has one; yields NOT_READY only when none has.
 
     Turns rotate so a fast input cannot starve a slow one. Yields ``(input_index, item)``.
+    If every input waits but one of them moved the plan meanwhile (consumed an item without
+    emitting one, freeing a bounded duplicate another input waits on), they are pulled again:
+    the earlier ones' waits may be over.
     """
     live = list(range(len(streams)))
     start = 0
+    wait = WAIT_STATE
     while live:
         n = len(live)
         produced = False
+        moves = wait.plan_moves
         for k in range(n):
             index = live[(start + k) % n]
             try:
@@ -99,7 +104,7 @@ def _as_ready(streams: list[Iterator[Any]]) -> Iterator[Any]:
             produced = True
             yield (index, item)
             break
-        if not produced:
+        if not produced and wait.plan_moves == moves:
             yield NOT_READY
 
 

@@ -17,7 +17,8 @@ from typing import Any, Generic, TypeVar
 from rldataflow.flow.errors import FlowError, OperatorError, creation_site, describe_exception
 from rldataflow.flow.metrics import Metrics
 from rldataflow.flow.operator import Operator, StreamOperator
-from rldataflow.flow.signals import NOT_READY, WAIT_STATE, WAKER, waiting_on_plan
+from rldataflow.flow.provenance import source_actor
+from rldataflow.flow.signals import NOT_READY, WAIT_STATE, WAKER, plan_moved, waiting_on_plan
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -98,6 +99,8 @@ class LocalIterator(Generic[T]):
         self.parents = list(parents)
         self.shard = shard
         self._consumer: tuple[str, str] | None = None
+        #: set on the node a gather makes: its options, read when the gather starts
+        self.gather_options: dict[str, Any] | None = None
 
     # -- plumbing ---------------------------------------------------------------------------
     def _claim(self, consumer: str, site: str) -> None:
@@ -326,19 +329,31 @@ class LocalIterator(Generic[T]):
         return node
 
     def zip_with_source_actor(self) -> LocalIterator[tuple[Any, T]]:
-        """Pair each item with the actor it was gathered from: ``(actor, item)``.
+        """Pair each item with the actor it came from: ``(actor, item)``.
 
-        Only meaningful directly after a gather (the source is tracked in ``metrics``).
+        Right after a gather, any item: the gather then yields ``(actor, item)`` envelopes
+        (as with ``with_source=True``). Further down, the item must carry its source
+        (:mod:`rldataflow.flow.provenance`: sample batches do, stamped by the gather that
+        pulled them; concatenated batches pair with their last source).
         """
         node: LocalIterator[Any]
+        if self.gather_options is not None and self._stream is None:
+            self.gather_options["with_source"] = True
+            node = self._child("zip_with_source_actor()", lambda up: up)
+            return node
 
         def make(up: Iterator[Any]) -> Iterator[Any]:
-            metrics = node.metrics
             for item in up:
                 if item is NOT_READY:
                     yield item
-                else:
-                    yield (metrics.current_actor, item)
+                    continue
+                actor = source_actor(item)
+                if actor is None:
+                    raise OperatorError(node.name, node.site, node.shard,
+                                        f"the {type(item).__name__} item carries no source "
+                                        "actor (gather with with_source=True for items that "
+                                        "cannot carry one)")
+                yield (actor, item)
 
         node = self._child("zip_with_source_actor()", make)
         return node
@@ -382,7 +397,9 @@ class LocalIterator(Generic[T]):
                 mine = buffers[index]
                 while True:
                     if mine:
-                        yield mine.popleft()
+                        item = mine.popleft()
+                        plan_moved()  # a sibling held back by this buffer may go on now
+                        yield item
                         continue
                     if exhausted[0]:
                         return

@@ -82,7 +82,7 @@ class Timer:
 
 
 class _Store:
-    __slots__ = ("counters", "timers", "info", "windows", "current_actor", "window_size")
+    __slots__ = ("counters", "timers", "info", "windows", "window_size")
 
     def __init__(self, window_size: int) -> None:
         self.counters: defaultdict[str, float] = defaultdict(int)
@@ -90,7 +90,6 @@ class _Store:
         self.info: dict[str, Any] = {}
         self.window_size = window_size
         self.windows: dict[str, deque] = {}
-        self.current_actor: Any = None
 
 
 class Metrics:
@@ -147,15 +146,6 @@ class Metrics:
     @property
     def info(self) -> dict[str, Any]:
         return self._root()._store.info
-
-    @property
-    def current_actor(self) -> Any:
-        """The actor the most recently gathered item came from (see ``zip_with_source_actor``)."""
-        return self._root()._store.current_actor
-
-    @current_actor.setter
-    def current_actor(self, actor: Any) -> None:
-        self._root()._store.current_actor = actor
 
     def record(self, name: str, value: float) -> None:
         """Append a value to a bounded window (oldest values drop out)."""

@@ -19,6 +19,7 @@ from typing import Any
 from rldataflow.flow.errors import FlowError, OperatorError, creation_site, describe_exception
 from rldataflow.flow.local_iterator import LocalIterator, fn_name, from_local_iterable
 from rldataflow.flow.metrics import Metrics
+from rldataflow.flow.provenance import note_source
 from rldataflow.flow.signals import NOT_READY, WAKER, waiting_on_external
 from rldataflow.runtime.base import ActorDiedError, ActorHandle, Future, Runtime
 
@@ -241,21 +242,24 @@ class ParallelIterator:
                                 site=site, parents=[self])
 
     # -- gathering -------------------------------------------------------------------------------
-    def gather_sync(self, on_failure: FailurePolicy | None = None) -> LocalIterator[Any]:
+    def gather_sync(self, on_failure: FailurePolicy | None = None,
+                    with_source: bool = False) -> LocalIterator[Any]:
         """Lock-step: one item from each shard per round, yielded in shard order.
 
         The next round starts only when the consumer asks for it. Exhausted shards drop out.
+        Provenance as for :meth:`gather_async`.
         Example: ``from_range(4, num_shards=2, runtime=rt).gather_sync().take(4) == [0, 2, 1, 3]``
         """
-        return self._gather("gather_sync()", on_failure, lambda st: _sync_rounds(st, False))
+        return self._gather("gather_sync(with_source)" if with_source else "gather_sync()",
+                            on_failure, lambda st: _sync_rounds(st, False), with_source)
 
     def batch_across_shards(self, on_failure: FailurePolicy | None = None) -> LocalIterator[Any]:
         """Lock-step like gather_sync, but each round is yielded as one list (shard order)."""
         return self._gather("batch_across_shards()", on_failure,
                             lambda st: _sync_rounds(st, True))
 
-    def gather_async(self, num_async: int = 1,
-                     on_failure: FailurePolicy | None = None) -> LocalIterator[Any]:
+    def gather_async(self, num_async: int = 1, on_failure: FailurePolicy | None = None,
+                     with_source: bool = False) -> LocalIterator[Any]:
         """Items as they become ready, at most ``num_async`` requests in flight per shard.
 
         When a result arrives, that shard's next request is sent *before* the item is yielded
@@ -270,25 +274,32 @@ class ParallelIterator:
         replacement's items. Without a policy, the :class:`ActorDiedError` is raised; a policy
         returning None drops the shard.
 
+        Items that carry provenance (:class:`~rldataflow.flow.provenance.Sourced`, e.g. sample
+        batches) are stamped with the actor they came from; ``with_source=True`` yields
+        ``(actor, item)`` envelopes instead, for items that cannot carry it.
+
         Example: ``sorted(from_range(4, 2, runtime=rt).gather_async().take(4)) == [0, 1, 2, 3]``
         """
         if num_async < 1:
             raise ValueError(f"num_async must be >= 1, got {num_async}")
-        return self._gather(f"gather_async(num_async={num_async})", on_failure,
-                            lambda st: _async_stream(st, num_async))
+        name = f"gather_async(num_async={num_async}{', with_source' if with_source else ''})"
+        return self._gather(name, on_failure, lambda st: _async_stream(st, num_async),
+                            with_source)
 
     def _gather(self, name: str, on_failure: FailurePolicy | None,
-                body: Callable[[_GatherState], Iterator[Any]]) -> LocalIterator[Any]:
+                body: Callable[[_GatherState], Iterator[Any]],
+                with_source: bool = False) -> LocalIterator[Any]:
         site = creation_site()
         self._claim(name, site)
         node: LocalIterator[Any]
 
         def make() -> Iterator[Any]:
-            state = _GatherState(self, node, on_failure)
+            state = _GatherState(self, node, on_failure, options["with_source"])
             state.install_all()
             return body(state)
 
         node = LocalIterator(make, metrics=Metrics(), name=name, site=site, parents=[self])
+        options = node.gather_options = {"with_source": with_source}
         return node
 
     # -- introspection -------------------------------------------------------------------------
@@ -305,8 +316,9 @@ class _GatherState:
     """What a gather keeps while running: live shards, the runtime, the failure policy."""
 
     def __init__(self, par: ParallelIterator, node: LocalIterator[Any],
-                 on_failure: FailurePolicy | None) -> None:
+                 on_failure: FailurePolicy | None, with_source: bool = False) -> None:
         self.par = par
+        self.with_source = with_source
         self.node = node
         self.runtime = par.runtime
         self.on_failure = on_failure
@@ -383,7 +395,11 @@ class _GatherState:
         metrics = self.node.metrics
         if delta is not None:
             metrics.merge(delta)
-        metrics.current_actor = shard.actor
+        actor = shard.actor
+        if self.with_source:
+            return [(actor, item) for item in items], exhausted
+        for item in items:
+            note_source(item, actor)
         return items, exhausted
 
 
@@ -423,9 +439,7 @@ def _sync_rounds(state: _GatherState, as_list: bool) -> Iterator[Any]:
             if as_list:
                 round_items.extend(items)
             else:
-                for item in items:
-                    state.node.metrics.current_actor = shard.actor
-                    yield item
+                yield from items
         if as_list and round_items:
             yield round_items
 
@@ -493,6 +507,4 @@ def _async_stream(state: _GatherState, num_async: int) -> Iterator[Any]:
                 live.discard(id(shard))
         else:
             launch(shard)  # refill before yielding, so the actor never idles
-        for item in items:
-            state.node.metrics.current_actor = shard.actor
-            yield item
+        yield from items

@@ -77,6 +77,9 @@ class _WaitState(threading.local):
         self.internal: list[str] = []
         #: how many times an input asked a round-robin union to end its turn (only ever grows)
         self.turn_passes = 0
+        #: how many times a part of the plan moved in a way that can end another part's
+        #: internal wait (a duplicate branch consuming a buffered item; only ever grows)
+        self.plan_moves = 0
 
 
 WAIT_STATE = _WaitState()
@@ -85,6 +88,13 @@ WAIT_STATE = _WaitState()
 def waiting_on_external() -> None:
     """Called by a source that yields NOT_READY because of an actor, a queue or a thread."""
     WAIT_STATE.external += 1
+
+
+def plan_moved() -> None:
+    """Called by an operator whose step may end another operator's internal wait (a duplicate
+    branch freeing room in its bounded buffer): a union that found every input waiting then
+    pulls them again rather than reporting the plan as stuck."""
+    WAIT_STATE.plan_moves += 1
 
 
 def waiting_on_plan(reason: str, pass_turn: bool = False) -> None:

@@ -26,15 +26,15 @@ from rldataflow.ops.rollouts import AsyncGradients, ParallelRollouts, RecordSamp
 from rldataflow.ops.train import (
     ApplyGradients,
     AverageGradients,
-    BroadcastWeights,
     ComputeGradients,
     TrainOneStep,
     UpdateTargetNetwork,
 )
+from rldataflow.ops.weights import BroadcastWeights, SyncWeights
 
 __all__ = [
     "AggregationWorker", "AggregatorSet", "MixInReplay",
-    "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights",
+    "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights", "SyncWeights",
     "CollectMetrics", "ComputeGradients", "ConcatBatches", "LearnerThread", "ParallelRollouts",
     "RecordSampled", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",
     "UpdatePriorities",

@@ -27,6 +27,7 @@ from typing import Any
 
 from rldataflow.data import SampleBatch
 from rldataflow.flow import LocalIterator, Operator, from_actors
+from rldataflow.flow.provenance import source_actor
 from rldataflow.ops.batching import ConcatBatches
 from rldataflow.ops.rollouts import RecordSampled
 from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
@@ -105,7 +106,7 @@ class _PushWeights(Operator):
         self.owner = owner
 
     def __call__(self, batch: Any) -> Any:
-        self.owner._push_to(self.metrics.current_actor)
+        self.owner._push_to(source_actor(batch))
         return batch
 
 

@@ -60,7 +60,9 @@ class SelectExperiences:
             return batch
         selected = batch.select(self.policy_ids)
         if len(self.policy_ids) == 1:
-            return selected.policy_batches.get(self.policy_ids[0], SampleBatch())
+            one = selected.policy_batches.get(self.policy_ids[0]) or SampleBatch()
+            one.set_sources(batch.sources)  # the workers that sampled it, for weight sync
+            return one
         return selected
 
 

@@ -36,6 +36,7 @@ from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffe
 from rldataflow.flow import NOT_READY, LocalIterator, Metrics, Operator, StreamOperator, from_actors
 from rldataflow.flow.errors import creation_site
 from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.flow.provenance import source_actor
 from rldataflow.flow.signals import waiting_on_plan
 from rldataflow.runtime.base import ActorHandle, Future
 
@@ -202,13 +203,19 @@ class StoreToReplayBuffer(Operator):
 def Replay(*, local_buffer: ReplayBuffer | None = None,
            actors: Sequence[ActorHandle] | None = None, batch_size: int = 32,
            beta: BetaSpec = 0.4, learning_starts: int = 0,
-           num_async: int = 4) -> LocalIterator[SampleBatch]:
+           num_async: int = 4,
+           training_intensity: float | None = None) -> LocalIterator[SampleBatch]:
     """A stream of replayed batches, from a local buffer or from replay shards.
 
     Local buffer: ``batch_size`` rows per item (plus ``batch_indexes``, and ``weights`` when
     prioritized, ``beta`` evaluated at the plan's ``env_steps_sampled`` if it is a schedule).
     While the buffer holds fewer than ``learning_starts`` rows the stream waits on the plan and
     passes its turn, so in a round-robin ``Concurrently`` the store flow runs meanwhile.
+    ``training_intensity`` caps the replayed rows at that many per row the buffer has received
+    (``buffer.num_added``, this buffer's own count): past it the stream passes its turn the
+    same way until more rows are stored. Round-robin weights alone set replayed rows per
+    *stored item*; where the rows per item vary (one policy's share of a multi-agent batch),
+    the cap keeps the ratio per row.
 
     Actors (:class:`ReplayActor` shards, whose own ``batch_size``/``beta`` apply): batches as
     they are ready, ``num_async`` requests in flight per shard. Nothing is requested before
@@ -221,21 +228,36 @@ def Replay(*, local_buffer: ReplayBuffer | None = None,
     if (local_buffer is None) == (not actors):
         raise ValueError("Replay needs exactly one of local_buffer= or actors=")
     site = creation_site()
+    if training_intensity is not None and training_intensity <= 0:
+        raise ValueError(f"training_intensity must be > 0, got {training_intensity}")
     if local_buffer is not None:
-        return _local_replay(local_buffer, batch_size, beta, learning_starts, site)
+        return _local_replay(local_buffer, batch_size, beta, learning_starts, site,
+                             training_intensity)
+    if training_intensity is not None:
+        raise ValueError("Replay(training_intensity=) needs local_buffer= (throttle shards with "
+                         "ThrottleSampling)")
     return _actor_replay(list(actors or []), num_async, learning_starts, site)
 
 
 def _local_replay(buffer: ReplayBuffer, batch_size: int, beta: BetaSpec,
-                  learning_starts: int, site: str) -> LocalIterator[SampleBatch]:
+                  learning_starts: int, site: str,
+                  training_intensity: float | None = None) -> LocalIterator[SampleBatch]:
     node: LocalIterator[SampleBatch]
     threshold = max(int(learning_starts), 1)
 
     def items() -> Iterator[Any]:
+        replayed = 0  # rows this stream has replayed from ``buffer``
         while True:
             if len(buffer) < threshold:
                 waiting_on_plan(f"replay buffer has {len(buffer)} < learning_starts="
                                 f"{threshold} rows", pass_turn=True)
+                yield NOT_READY
+                continue
+            if (training_intensity is not None
+                    and replayed + batch_size > training_intensity * buffer.num_added):
+                waiting_on_plan(f"replayed {replayed} rows of {buffer.num_added} stored: "
+                                f"training_intensity={training_intensity:g} reached",
+                                pass_turn=True)
                 yield NOT_READY
                 continue
             metrics = node.metrics
@@ -243,6 +265,7 @@ def _local_replay(buffer: ReplayBuffer, batch_size: int, beta: BetaSpec,
             with metrics.timers["replay_sample"]:
                 batch = _sample(buffer, batch_size, b)
             metrics.counters["replay_rows_sampled"] += batch.count
+            replayed += batch.count
             yield batch
 
     node = from_local_iterable(items, name=f"Replay(local, batch_size={batch_size})", site=site)
@@ -323,7 +346,7 @@ class UpdatePriorities(Operator):
         if self.local_buffer is not None and actor is None:
             _update(self.local_buffer, indexes, td)
         else:
-            actor = actor or self.metrics.current_actor
+            actor = actor or source_actor(batch)
             if actor is None:
                 raise ValueError("UpdatePriorities without a local buffer needs the source shard "
                                  "of each batch (use zip_with_source_actor())")

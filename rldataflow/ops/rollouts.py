@@ -8,6 +8,7 @@ from typing import Any
 from rldataflow.data import SampleBatch
 from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
 from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.runtime import ActorHandle
 from rldataflow.workers import WorkerSet
 from rldataflow.workers.multi_agent_worker import POLICY_RETURNS_PREFIX
 
@@ -77,7 +78,11 @@ class _RecordGradients(Operator):
     op_name = "RecordGradients"
 
     def __call__(self, item: Any) -> Any:
-        grads, info = item
+        if isinstance(item[0], ActorHandle):  # (worker, (grads, info)) from the gather
+            source, (grads, info) = item
+            info = {**info, "source": source}
+        else:
+            grads, info = item
         record_sampled(self.metrics, info["count"], info.get("stats", {}))
         return grads, info
 
@@ -99,5 +104,5 @@ def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]
     par = from_actors(workers.remote_workers(), "sample_and_compute_gradients",
                       runtime=workers.runtime,
                       name=f"AsyncGradients({workers.num_remote_workers} workers)")
-    return par.gather_async(num_async=num_async,
-                            on_failure=workers.replace_dead_worker).for_each(_RecordGradients())
+    return par.gather_async(num_async=num_async, on_failure=workers.replace_dead_worker,
+                            with_source=True).for_each(_RecordGradients())

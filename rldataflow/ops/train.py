@@ -9,6 +9,7 @@ import numpy as np
 
 from rldataflow.data import SampleBatch
 from rldataflow.flow import Operator
+from rldataflow.ops.weights import SyncWeights
 from rldataflow.workers import WorkerSet
 
 
@@ -32,6 +33,7 @@ class TrainOneStep(Operator):
         self.minibatch_size = minibatch_size
         self.broadcast = broadcast
         self.policy_id = policy_id
+        self._sync = SyncWeights(workers, counter=None, timer="broadcast_weights")
 
     @property
     def op_name(self) -> str:
@@ -51,35 +53,9 @@ class TrainOneStep(Operator):
             metrics.info["learner"] = stats
         else:
             metrics.info.setdefault("learner", {})[self.policy_id] = stats
-        if self.broadcast and self.workers.remote_workers():
-            with metrics.timers["broadcast_weights"]:
-                self.workers.sync_weights()
+        if self.broadcast:
+            self._sync.sync(batch, metrics)
         return batch, stats
-
-
-class BroadcastWeights(Operator):
-    """Send the local policy's weights to all remote workers (or, with ``to_source_only``, to
-    the worker the current item came from). Passes items through. Example::
-
-        train_op.for_each(BroadcastWeights(workers))
-    """
-
-    def __init__(self, workers: WorkerSet, to_source_only: bool = False) -> None:
-        self.workers = workers
-        self.to_source_only = to_source_only
-
-    @property
-    def op_name(self) -> str:
-        return "BroadcastWeights(source)" if self.to_source_only else "BroadcastWeights(all)"
-
-    def __call__(self, item: Any) -> Any:
-        if self.to_source_only:
-            source = self.metrics.current_actor
-            if source is not None and source.runtime is self.workers.runtime:
-                self.workers.sync_weights([source])
-        else:
-            self.workers.sync_weights()
-        return item
 
 
 class ComputeGradients(Operator):
@@ -132,6 +108,8 @@ class ApplyGradients(Operator):
     def __init__(self, workers: WorkerSet, update_all: bool = True) -> None:
         self.workers = workers
         self.update_all = update_all
+        self._sync = SyncWeights(workers, to="all" if update_all else "source", counter=None,
+                                 timer=None)
 
     @property
     def op_name(self) -> str:
@@ -146,11 +124,7 @@ class ApplyGradients(Operator):
         metrics.counters["num_grad_updates"] += 1
         if "learner_stats" in info:
             metrics.info["learner"] = info["learner_stats"]
-        if self.workers.remote_workers():
-            if self.update_all:
-                self.workers.sync_weights()
-            elif metrics.current_actor is not None:
-                self.workers.sync_weights([metrics.current_actor])
+        self._sync.sync(item, metrics)  # A3C: to the source, info["source"]
         return info
 
 

@@ -9,6 +9,7 @@ each result or exception back. It also makes sure an actor never outlives its dr
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import pickle
@@ -77,6 +78,9 @@ def child_main(sock: socket.socket, name: str) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.environ.update(THREAD_ENV)  # before anything heavy (numpy, torch) is imported
     _exit_with_driver(sock)
+    # `kill -USR1 <pid>` prints every thread's stack to the actor's stderr: how to see where a
+    # stuck actor waits (SIGUSR1 is not used otherwise; a user handler set later replaces it).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     where = f"actor {name!r} (pid {os.getpid()})"
     frames = FrameReader(sock)
     send = sock.sendall

@@ -177,6 +177,12 @@ def _become_forkserver(listener_fd: int, alive_r: int) -> None:
             with contextlib.suppress(OSError):
                 os.close(fd)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    # The fork happened inside ``with server._lock``: this copy (and every actor it forks) would
+    # inherit the lock held, and an actor that starts actors of its own (an aggregator) would
+    # wait on it for ever. Those actors start their own forkserver, from a fresh state.
+    server = forkserver._forkserver
+    server._lock = threading.Lock()
+    server._forkserver_address = server._forkserver_alive_fd = server._forkserver_pid = None
     forkserver.main(listener_fd, alive_r, [])
 
 

@@ -131,14 +131,14 @@ def test_cli_trains_from_the_example_yaml(tmp_path, capsys):
 def test_ppo_and_dqn_policies_both_learn_two_agent_cartpole():
     """Both policies reach a mean return >= 300 within 400k env steps (counted per env).
 
-    On the inline runtime, where the plan's async Concurrently is deterministic (105,472 env
-    steps, ~56 s, every run). Over process actors the branches' interleaving follows timing,
-    and with some interleavings the DQN branch collapses (return ~10-19 at 400k steps, PPO at
-    500): seen in CI and after this file's other tests, on this and the previous commit alike.
+    On process actors, where the plan's async Concurrently interleaves the branches by timing.
+    The plan's ``duplicate`` lets a branch run at most ``MAX_LEAD_ROUNDS`` rounds ahead: with
+    the default 16 the PPO branch ran 16 rounds ahead, DQN learned from 16-round-old data and
+    in some interleavings its Q values diverged (return ~10-19 at 400k steps, PPO at 500).
     """
     start = time.perf_counter()
     example = load_example("ppo_and_dqn")
-    with example.build(runtime="inline", num_workers=2, seed=0) as algo:
+    with example.build(runtime="process", num_workers=2, seed=0) as algo:
         while True:
             result = algo.train()
             means = result["policy_return_mean"]

@@ -8,6 +8,7 @@ import pytest
 
 from rldataflow.flow import (
     NOT_READY,
+    Concurrently,
     FlowError,
     LocalIterator,
     Metrics,
@@ -221,6 +222,17 @@ def test_duplicate_branches_read_at_different_rates_hit_the_bound_not_memory():
     assert u.take(4) == [0, 1, 0, 2]  # turn 2: a gets one item, then b's buffer is full
     with pytest.raises(FlowError, match="duplicate branch 1 .* holds 2 unconsumed"):
         next(u)
+
+
+def test_async_union_pulls_again_when_a_waiting_branch_freed_the_duplicate_bound():
+    # a fills b's buffer (2) and waits; in the same scan b consumes those 2 and 2 more without
+    # emitting (batch(6)), then waits on a's full buffer: a can go on, the plan is not stuck
+    a, b = src(range(60)).duplicate(2, max_buffered=2)
+    u = Concurrently([a.batch(4).for_each(lambda x: ("a", x)),
+                      b.batch(6).for_each(lambda x: ("b", x))], mode="async")
+    out = u.take(6)
+    assert [x for t, x in out if t == "a"][:2] == [[0, 1, 2, 3], [4, 5, 6, 7]]
+    assert [x for t, x in out if t == "b"][:1] == [[0, 1, 2, 3, 4, 5]]
 
 
 # -- one consumer per node -----------------------------------------------------------------

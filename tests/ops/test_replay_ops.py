@@ -8,6 +8,7 @@ import pytest
 
 from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer, SampleBatch
 from rldataflow.flow import NOT_READY, Concurrently, FlowError, Operator, from_local_iterable
+from rldataflow.flow.provenance import source_actor
 from rldataflow.ops import (
     Replay,
     ReplayActor,
@@ -195,7 +196,7 @@ def test_update_priorities_falls_back_to_the_gathered_actor(runtime):
           .for_each(UpdatePriorities()))
     for _ in range(4):
         batch = next(it)
-        source = it.metrics.current_actor
+        source = source_actor(batch)
         k = shards.index(source)
         assert set(batch["rewards"].tolist()) == {float(k)}
         prios = source.call("priorities").result()

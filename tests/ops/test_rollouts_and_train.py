@@ -126,7 +126,7 @@ def test_async_gradients_update_source_worker_only(workers):
     info = next(op)
     assert info["count"] == 20
     assert op.metrics.counters["env_steps_trained"] == 20
-    source = op.metrics.current_actor
+    source = info["source"]
     local = workers.local_worker().get_weights()
     synced = source.call("get_weights").result()
     assert all(np.array_equal(local[k], synced[k]) for k in local)

@@ -9,6 +9,7 @@ import time
 import numpy as np
 import pytest
 
+from rldataflow.flow.provenance import source_actor
 from rldataflow.ops import ParallelRollouts
 from rldataflow.runtime import get_runtime
 from rldataflow.workers import WorkerSet
@@ -64,8 +65,9 @@ def test_sigkilled_worker_is_replaced_and_sampling_goes_on(mode):
         else:
             sources = set()
             while new not in sources and time.perf_counter() - start < 60:
-                assert next(rollouts).count > 0
-                sources.add(rollouts.metrics.current_actor)
+                batch = next(rollouts)
+                assert batch.count > 0
+                sources.add(source_actor(batch))
             assert new in sources, "the replacement worker never delivered a batch"
         assert workers.num_restarts == 1
         assert rollouts.metrics.counters["shards_restarted"] == 1
