@@ -46,6 +46,7 @@ from rldataflow.ops import (
     TrainOneStep,
 )
 from rldataflow.policies import TorchPolicy
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
 
@@ -108,15 +109,7 @@ def validate_actor_critic(config: Any) -> None:
 def a2c_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Actor-critic loss with an entropy bonus (Mnih et al. 2016); see the module docstring."""
-    cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
-    dist = policy.action_dist(dist_inputs)
-    policy_loss = -(dist.logp(batch[SB.ACTIONS]) * batch[SB.ADVANTAGES]).mean()
-    vf_loss = 0.5 * ((values - batch[SB.VALUE_TARGETS]) ** 2).mean()
-    entropy = dist.entropy().mean()
-    total = policy_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
-    return total, {"policy_loss": policy_loss, "vf_loss": vf_loss, "entropy": entropy,
-                   "total_loss": total}
+    return actor_critic_loss(policy, batch)
 
 
 def policy_factory(config: Any):

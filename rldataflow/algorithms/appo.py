@@ -22,17 +22,20 @@ Dataflow: IMPALA's training flow plus one step, the target network update::
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 
 from rldataflow.algorithms import impala
-from rldataflow.algorithms.impala import ImpalaPlan, VTraceLearner, VTracePolicy
+from rldataflow.algorithms.impala import ImpalaPlan, VTraceLearner
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.ops import UpdateTargetNetwork
+from rldataflow.policies import TorchPolicy
+from rldataflow.policies.kl_controller import AdaptiveKLCoeff
+from rldataflow.policies.learner import Learner
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.utils.config import ConfigError
 from rldataflow.workers import WorkerSet
 
@@ -64,8 +67,8 @@ class Config(impala.Config):
             raise ConfigError("config key 'target_update_frequency' must be >= 1")
 
 
-class AppoPolicy(VTracePolicy):
-    """A VTracePolicy with a target network (``target_model``) and a KL coefficient.
+class AppoPolicy(TorchPolicy):
+    """A policy whose learner keeps a target network and an adaptive KL coefficient.
 
     The driver asks for a target update with :meth:`request_target_update` (a flag); the
     learner performs it before its next update, so the target never changes mid-step.
@@ -74,61 +77,29 @@ class AppoPolicy(VTracePolicy):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.target_model = copy.deepcopy(self.model)
-        for p in self.target_model.parameters():
-            p.requires_grad_(False)
-        self.kl_coeff = float(self.config.get("kl_coeff", 0.0))
         self.target_update_pending = False
 
+    def make_learner(self) -> Learner:
+        cfg = self.config
+        kl = AdaptiveKLCoeff(float(cfg.get("kl_coeff", 0.0)),
+                             cfg.get("kl_target") if cfg.get("use_kl_loss") else None)
+        return Learner(self, self.loss_fn, targets=("target",), kl=kl)
+
     def update_target(self) -> None:
-        with self.lock:
-            self.target_model.load_state_dict(self.model.state_dict())
-            self.target_update_pending = False
+        super().update_target()
+        self.target_update_pending = False
 
     def request_target_update(self) -> None:
         self.target_update_pending = True
-
-    def get_state(self) -> dict[str, Any]:
-        with self.lock:
-            state = super().get_state()
-            state["target_weights"] = {k: v.detach().clone()
-                                       for k, v in self.target_model.state_dict().items()}
-            state["kl_coeff"] = float(self.kl_coeff)
-            return state
-
-    def set_state(self, state: Any) -> None:
-        with self.lock:
-            super().set_state(state)
-            if "target_weights" in state:
-                self.target_model.load_state_dict(
-                    {k: torch.as_tensor(v) for k, v in state["target_weights"].items()})
-            if "kl_coeff" in state:
-                self.kl_coeff = float(state["kl_coeff"])
 
 
 def appo_loss(policy: AppoPolicy, batch: dict[str, torch.Tensor]
               ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Clipped surrogate on V-trace advantages + value loss (+ KL) - entropy bonus."""
     cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
-    dist = policy.action_dist(dist_inputs)
-    logp = dist.logp(batch[SB.ACTIONS])
-    behaviour_logp = batch[SB.ACTION_LOGP]
-    is_ratio = torch.clamp(torch.exp(behaviour_logp - batch[TARGET_LOGP]), 0.0, 2.0)
-    ratio = is_ratio * torch.exp(logp - behaviour_logp)
-    adv = batch[SB.ADVANTAGES]
-    clip = cfg["clip_param"]
-    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
-    policy_loss = -surrogate.mean()
-    vf_loss = 0.5 * ((values - batch[SB.VALUE_TARGETS]) ** 2).mean()
-    entropy = dist.entropy().mean()
-    kl = policy.action_dist(batch[TARGET_DIST_INPUTS]).kl(dist).mean()
-    total = policy_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
-    if cfg["use_kl_loss"]:
-        total = total + policy.kl_coeff * kl
-    clip_frac = ((ratio - 1).abs() > clip).float().mean()
-    return total, {"policy_loss": policy_loss, "vf_loss": vf_loss, "entropy": entropy,
-                   "kl": kl, "clip_fraction": clip_frac, "total_loss": total}
+    return actor_critic_loss(policy, batch, clip_param=cfg["clip_param"],
+                             importance_key=TARGET_LOGP, kl_inputs_key=TARGET_DIST_INPUTS,
+                             kl_coeff=policy.kl_coeff if cfg["use_kl_loss"] else 0.0)
 
 
 class AppoLearner(VTraceLearner):
@@ -153,19 +124,13 @@ class AppoLearner(VTraceLearner):
             self.policy.update_target()
 
     def after_update(self, stats: dict[str, float]) -> None:
-        policy, cfg = self.policy, self.config
-        if cfg.use_kl_loss:
-            kl = stats.get("kl", 0.0)
-            if kl > 2.0 * cfg.kl_target:
-                policy.kl_coeff *= 1.5
-            elif kl < 0.5 * cfg.kl_target:
-                policy.kl_coeff *= 0.5
-        stats["kl_coeff"] = policy.kl_coeff
+        stats["kl_coeff"] = self.policy.learner.kl.update(stats.get("kl", 0.0))
 
 
 def policy_factory(config: Config):
     return impala.policy_factory(config, AppoPolicy, appo_loss, clip_param=config.clip_param,
-                                 use_kl_loss=config.use_kl_loss, kl_coeff=config.kl_coeff)
+                                 use_kl_loss=config.use_kl_loss, kl_coeff=config.kl_coeff,
+                                 kl_target=config.kl_target)
 
 
 def make_workers(config: Config, runtime: Any) -> WorkerSet:

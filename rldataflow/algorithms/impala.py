@@ -37,7 +37,6 @@ their age.
 from __future__ import annotations
 
 import contextlib
-import threading
 import time
 from collections import deque
 from collections.abc import Iterator, Mapping
@@ -63,6 +62,7 @@ from rldataflow.ops.aggregation import AggregatorSet
 from rldataflow.ops.mixin_replay import MixInReplay
 from rldataflow.ops.weights import SyncWeights
 from rldataflow.policies import TorchPolicy
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.runtime import ActorHandle
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
@@ -150,31 +150,6 @@ class Config(AlgorithmConfig):
 # ---------------------------------------------------------------------------------------------
 # policy and loss
 # ---------------------------------------------------------------------------------------------
-class VTracePolicy(TorchPolicy):
-    """A TorchPolicy whose weights and state are read under a lock the learner holds while it
-    updates them, so ``save()`` or a worker restart never sees half an update."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.lock = threading.RLock()
-
-    def get_weights(self) -> dict[str, np.ndarray]:
-        with self.lock:
-            return super().get_weights()
-
-    def set_weights(self, weights: Any, version: int | None = None) -> None:
-        with self.lock:
-            super().set_weights(weights, version)
-
-    def get_state(self) -> dict[str, Any]:
-        with self.lock:
-            return super().get_state()
-
-    def set_state(self, state: Any) -> None:
-        with self.lock:
-            super().set_state(state)
-
-
 def stamp_weights_version(policy: TorchPolicy, batch: SB) -> SB:
     """Worker-side postprocessing: a ``weights_version`` column (the version that sampled each
     row), so the policy lag survives concatenation. V-trace itself runs on the learner."""
@@ -187,18 +162,10 @@ def impala_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]
     """Policy gradient with V-trace advantages + value regression to ``v_s`` - entropy bonus.
 
     ``advantages`` already hold ``rho^pg_s * (r_s + gamma v_{s+1} - V(x_s))`` and
-    ``value_targets`` the ``v_s`` (both from :meth:`VTraceLearner.prepare`).
+    ``value_targets`` the ``v_s`` (both from :meth:`VTraceLearner.prepare`), so this is the
+    plain actor-critic loss.
     """
-    cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
-    dist = policy.action_dist(dist_inputs)
-    logp = dist.logp(batch[SB.ACTIONS])
-    pi_loss = -(logp * batch[SB.ADVANTAGES]).mean()
-    vf_loss = 0.5 * ((values - batch[SB.VALUE_TARGETS]) ** 2).mean()
-    entropy = dist.entropy().mean()
-    total = pi_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
-    return total, {"policy_loss": pi_loss, "vf_loss": vf_loss, "entropy": entropy,
-                   "total_loss": total}
+    return actor_critic_loss(policy, batch)
 
 
 def policy_config(config: Config) -> dict[str, Any]:
@@ -209,7 +176,7 @@ def policy_config(config: Config) -> dict[str, Any]:
                 entropy_coeff=config.entropy_coeff)
 
 
-def policy_factory(config: Config, policy_cls: type = VTracePolicy, loss_fn: Any = impala_loss,
+def policy_factory(config: Config, policy_cls: type = TorchPolicy, loss_fn: Any = impala_loss,
                    **extra_config: Any):
     cfg = {**policy_config(config), **extra_config}
 
@@ -249,7 +216,7 @@ class VTraceLearner:
     TRAIN_COLUMNS = (SB.OBS, SB.ACTIONS, SB.ACTION_LOGP, SB.ACTION_DIST_INPUTS, SB.ADVANTAGES,
                      SB.VALUE_TARGETS)
 
-    def __init__(self, policy: VTracePolicy, config: Config) -> None:
+    def __init__(self, policy: TorchPolicy, config: Config) -> None:
         self.policy = policy
         self.config = config
         self.num_updates = 0

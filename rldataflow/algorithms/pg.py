@@ -28,6 +28,7 @@ from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import ConcatBatches, ParallelRollouts, StandardMetricsReporting, TrainOneStep
 from rldataflow.policies import TorchPolicy
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
 
@@ -70,19 +71,7 @@ class Config(AlgorithmConfig):
 def pg_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]
             ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Score-function (REINFORCE) loss with a value baseline; see the module docstring."""
-    cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
-    dist = policy.action_dist(dist_inputs)
-    policy_loss = -(dist.logp(batch[SB.ACTIONS]) * batch[SB.ADVANTAGES]).mean()
-    entropy = dist.entropy().mean()
-    total = policy_loss - cfg["entropy_coeff"] * entropy
-    stats: dict[str, Any] = {"policy_loss": policy_loss, "entropy": entropy}
-    if cfg["use_critic"]:
-        vf_loss = 0.5 * ((values - batch[SB.VALUE_TARGETS]) ** 2).mean()
-        total = total + cfg["vf_loss_coeff"] * vf_loss
-        stats["vf_loss"] = vf_loss
-    stats["total_loss"] = total
-    return total, stats
+    return actor_critic_loss(policy, batch, use_critic=bool(policy.config["use_critic"]))
 
 
 def policy_factory(config: Config):

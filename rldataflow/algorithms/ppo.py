@@ -34,6 +34,8 @@ from rldataflow.ops import (
     TrainOneStep,
 )
 from rldataflow.policies import TorchPolicy
+from rldataflow.policies.kl_controller import AdaptiveKLCoeff
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.policy_spec import policy_config
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
@@ -83,27 +85,9 @@ def ppo_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]
              ) -> tuple[torch.Tensor, dict[str, Any]]:
     """Clipped surrogate + (optionally clipped) value loss + KL penalty - entropy bonus."""
     cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
-    dist = policy.action_dist(dist_inputs)
-    ratio = torch.exp(dist.logp(batch[SB.ACTIONS]) - batch[SB.ACTION_LOGP])
-    adv = batch[SB.ADVANTAGES]
-    clip = cfg["clip_param"]
-    surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip, 1 + clip) * adv)
-    policy_loss = -surrogate.mean()
-    kl = policy.action_dist(batch[SB.ACTION_DIST_INPUTS]).kl(dist).mean()
-    entropy = dist.entropy().mean()
-    targets = batch[SB.VALUE_TARGETS]
-    vf_err = (values - targets) ** 2
-    if cfg["vf_clip_param"] is not None:
-        old = batch[SB.VF_PREDS]
-        clipped = old + torch.clamp(values - old, -cfg["vf_clip_param"], cfg["vf_clip_param"])
-        vf_err = torch.max(vf_err, (clipped - targets) ** 2)
-    vf_loss = 0.5 * vf_err.mean()
-    total = (policy_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
-             + policy.kl_coeff * kl)
-    clip_frac = ((ratio - 1).abs() > clip).float().mean()
-    return total, {"policy_loss": policy_loss, "vf_loss": vf_loss, "entropy": entropy,
-                   "kl": kl, "clip_fraction": clip_frac, "total_loss": total}
+    return actor_critic_loss(policy, batch, clip_param=cfg["clip_param"],
+                             vf_clip_param=cfg["vf_clip_param"],
+                             kl_inputs_key=SB.ACTION_DIST_INPUTS, kl_coeff=policy.kl_coeff)
 
 
 def policy_factory(config: Config):
@@ -115,10 +99,9 @@ def policy_factory(config: Config):
         vf_loss_coeff=config.vf_loss_coeff, entropy_coeff=config.entropy_coeff)
 
     def make(obs_space, action_space) -> TorchPolicy:
-        policy = TorchPolicy(obs_space, action_space, policy_config, loss_fn=ppo_loss,
-                             seed=config.seed)
-        policy.kl_coeff = config.kl_coeff
-        return policy
+        kl = AdaptiveKLCoeff(config.kl_coeff, config.kl_target)  # one per policy
+        return TorchPolicy(obs_space, action_space, policy_config, loss_fn=ppo_loss,
+                           seed=config.seed, learner_options=dict(kl=kl))
 
     return make
 
@@ -136,13 +119,9 @@ class UpdateKL:
 
     def __call__(self, item: tuple[SB, dict[str, float]]) -> tuple[SB, dict[str, float]]:
         policy = self.workers.local_worker().get_policy(self.policy_id)
-        kl = item[1].get("kl", 0.0)
-        if policy.kl_coeff > 0:
-            if kl > 2.0 * self.kl_target:
-                policy.kl_coeff *= 1.5
-            elif kl < 0.5 * self.kl_target:
-                policy.kl_coeff *= 0.5
-        item[1]["kl_coeff"] = policy.kl_coeff
+        coeff = policy.learner.kl
+        coeff.target = self.kl_target
+        item[1]["kl_coeff"] = coeff.update(item[1].get("kl", 0.0))
         return item
 
 

@@ -26,10 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rldataflow.data import SampleBatch
-from rldataflow.flow import LocalIterator, Operator, from_actors
-from rldataflow.flow.provenance import source_actor
+from rldataflow.flow import LocalIterator, from_actors
 from rldataflow.ops.batching import ConcatBatches
 from rldataflow.ops.rollouts import RecordSampled
+from rldataflow.ops.weights import SyncWeights
 from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
 from rldataflow.runtime.base import ALL_COMPLETED
 from rldataflow.workers.worker_set import RESTART_SEED_STRIDE
@@ -97,19 +97,6 @@ class WorkerGroup:
         self.actors = []
 
 
-class _PushWeights(Operator):
-    """Inside an aggregator: send its newest weights to the worker whose batch just arrived."""
-
-    op_name = "PushWeights(source)"
-
-    def __init__(self, owner: AggregationWorker) -> None:
-        self.owner = owner
-
-    def __call__(self, batch: Any) -> Any:
-        self.owner._push_to(source_actor(batch))
-        return batch
-
-
 class AggregationWorker:
     """The aggregator actor: owns a :class:`WorkerGroup` and serves whole train batches.
 
@@ -139,7 +126,11 @@ class AggregationWorker:
         self.min_batch_size = min_batch_size
         self._weights: Any = None
         self._version = -1
-        self._sent: dict[int, int] = {}
+        # after each batch, the worker it came from gets this aggregator's newest weights
+        self._push = SyncWeights(to="source", snapshot=lambda: (self._weights, self._version),
+                                 runtime=self.runtime, counter=None, timer=None,
+                                 name="PushWeights(source)")
+        self._sent = self._push.sent_version  # version each worker has (by actor id)
         self._stream: LocalIterator[SampleBatch] | None = None
 
     def _replace(self, shard_index: int, actor: ActorHandle,
@@ -148,13 +139,6 @@ class AggregationWorker:
         self._sent[new.actor_id] = self._version
         return new
 
-    def _push_to(self, actor: ActorHandle | None) -> None:
-        if actor is None or self._weights is None:
-            return
-        if self._sent.get(actor.actor_id, -1) < self._version:
-            self.runtime.call(actor, "set_weights", self._weights, self._version)
-            self._sent[actor.actor_id] = self._version
-
     def next_batch(self) -> SampleBatch:
         """One batch of at least ``min_batch_size`` rows from this group's workers."""
         if self._stream is None:
@@ -162,7 +146,7 @@ class AggregationWorker:
                               name=f"workers {self.group.indexes}")
             self._stream = (par.gather_async(num_async=self.num_async,
                                              on_failure=self._replace)
-                            .for_each(_PushWeights(self))
+                            .for_each(self._push)
                             .for_each(ConcatBatches(self.min_batch_size)))
         batch = next(self._stream)
         batch.info["aggregator_worker_restarts"] = self.group.num_restarts

@@ -1,4 +1,5 @@
-"""Policies: torch models, action distributions, trajectory postprocessing and ``TorchPolicy``.
+"""Policies: torch models, action distributions, trajectory postprocessing, ``TorchPolicy``
+(what rollout workers run) and its ``Learner`` (loss, optimizers, target networks, KL).
 
 Example::
 
@@ -17,6 +18,9 @@ from rldataflow.policies.distributions import (
     MultiCategorical,
     dist_class_for,
 )
+from rldataflow.policies.kl_controller import AdaptiveKLCoeff
+from rldataflow.policies.learner import Learner, make_optimizer
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.models import CNN, MLP, ActorCriticModel, QModel, init_layer, make_encoder
 from rldataflow.policies.policy import (
     DEFAULT_POLICY_CONFIG,
@@ -24,7 +28,6 @@ from rldataflow.policies.policy import (
     ModelFactory,
     PostprocessFn,
     TorchPolicy,
-    actor_critic_loss,
     default_model_factory,
 )
 from rldataflow.policies.postprocessing import (
@@ -35,20 +38,24 @@ from rldataflow.policies.postprocessing import (
     compute_nstep,
     segment_end_mask,
 )
+from rldataflow.policies.target_network import TargetNetwork
 
 __all__ = [
     "CNN",
     "DEFAULT_POLICY_CONFIG",
     "MLP",
     "ActionDistribution",
+    "AdaptiveKLCoeff",
     "ActorCriticModel",
     "Categorical",
     "DiagGaussian",
+    "Learner",
     "LossFn",
     "ModelFactory",
     "MultiCategorical",
     "PostprocessFn",
     "QModel",
+    "TargetNetwork",
     "TorchPolicy",
     "actor_critic_loss",
     "batch_segment_ends",
@@ -60,5 +67,6 @@ __all__ = [
     "dist_class_for",
     "init_layer",
     "make_encoder",
+    "make_optimizer",
     "segment_end_mask",
 ]

@@ -8,7 +8,7 @@ The policy is the unit that moves between processes: workers call ``compute_acti
 from __future__ import annotations
 
 import difflib
-from collections import defaultdict
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -20,6 +20,8 @@ from torch import nn
 
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.policies.distributions import ActionDistribution, dist_class_for
+from rldataflow.policies.learner import OPTIMIZERS, Learner
+from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.models import ActorCriticModel
 from rldataflow.policies.postprocessing import compute_advantages
 
@@ -54,7 +56,7 @@ DEFAULT_POLICY_CONFIG: dict[str, Any] = {
     "entropy_coeff": 0.0,
 }
 
-_OPTIMIZERS = ("adam", "sgd", "rmsprop")
+_OPTIMIZERS = OPTIMIZERS
 
 LossFn = Callable[["TorchPolicy", dict[str, torch.Tensor]], tuple[torch.Tensor, dict[str, float]]]
 PostprocessFn = Callable[["TorchPolicy", SampleBatch], SampleBatch]
@@ -75,30 +77,6 @@ def default_model_factory(
         free_log_std=isinstance(action_space, spaces.Box),
         init_log_std=float(config["init_log_std"]),
     )
-
-
-def actor_critic_loss(
-    policy: TorchPolicy, batch: dict[str, torch.Tensor]
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """Plain advantage actor-critic loss (the default when no ``loss_fn`` is given).
-
-    ``-mean(logp * advantages) + vf_loss_coeff * 0.5 * mean((V - value_targets)^2)
-    - entropy_coeff * mean(entropy)``.
-    """
-    dist_inputs, values = policy.model(batch[SampleBatch.OBS])
-    dist = policy.action_dist(dist_inputs)
-    logp = dist.logp(batch[SampleBatch.ACTIONS])
-    pi_loss = -(logp * batch[SampleBatch.ADVANTAGES]).mean()
-    vf_loss = 0.5 * ((values - batch[SampleBatch.VALUE_TARGETS]) ** 2).mean()
-    entropy = dist.entropy().mean()
-    cfg = policy.config
-    total = pi_loss + cfg["vf_loss_coeff"] * vf_loss - cfg["entropy_coeff"] * entropy
-    return total, {
-        "policy_loss": pi_loss.item(),
-        "vf_loss": vf_loss.item(),
-        "entropy": entropy.item(),
-        "total_loss": total.item(),
-    }
 
 
 def _to_tensor(value: np.ndarray) -> torch.Tensor | None:
@@ -129,6 +107,9 @@ class TorchPolicy:
         seed: seeds weight init (without touching the global torch RNG), action sampling
             (a private ``torch.Generator``) and minibatch shuffling. ``None`` draws one from the
             global torch RNG, so a globally seeded process stays reproducible.
+        learner_options: keyword arguments of this policy's :class:`Learner` (``targets``,
+            ``kl``, ``fused_adam``). The learner is made on first use: processes that only
+            sample never build an optimizer or a target network.
 
     Example::
 
@@ -149,6 +130,7 @@ class TorchPolicy:
         postprocess_fn: PostprocessFn | None = None,
         model_factory: ModelFactory | None = None,
         seed: int | None = None,
+        learner_options: Mapping[str, Any] | None = None,
     ) -> None:
         if not isinstance(observation_space, spaces.Box):
             raise ValueError(
@@ -190,32 +172,60 @@ class TorchPolicy:
             )
         self.generator = torch.Generator().manual_seed(self.seed + 1)
         self.np_rng = np.random.default_rng(self.seed + 2)
-        self._optimizer: torch.optim.Optimizer | None = None  # made on first use (see optimizer)
+        self.learner_options = dict(learner_options or {})
+        self._learner: Learner | None = None
+        # Held by the learner while it updates, and by weight and state reads, so a reader on
+        # another thread (a broadcast, save()) never sees half an update. Uncontended: ~50 ns.
+        self.lock = threading.RLock()
         self.weights_version = 0
         self.num_grad_updates = 0
-        self._params = [p for p in self.model.parameters() if p.requires_grad]
         # Models take float32 vectors or uint8 images; anything else is cast on the way in.
         is_uint8 = np.dtype(observation_space.dtype) == np.uint8
         self._obs_dtype = np.dtype(np.uint8 if is_uint8 else np.float32)
 
-    # -- construction -------------------------------------------------------------------
+    # -- the learning side ----------------------------------------------------------------
+    @property
+    def learner(self) -> Learner:
+        """This policy's :class:`Learner` (optimizers, target networks, KL), made when first
+        needed."""
+        if self._learner is None:
+            self._learner = self.make_learner()
+        return self._learner
+
+    def make_learner(self) -> Learner:
+        return Learner(self, self.loss_fn, **self.learner_options)
+
     @property
     def optimizer(self) -> torch.optim.Optimizer:
-        """The optimizer, created when first needed. Rollout workers never step one, and
-        creating the first torch optimizer in a process imports torch._dynamo: 1.3 s and ~90 MB
-        of private memory per worker process, for nothing."""
-        if self._optimizer is None:
-            self._optimizer = self._make_optimizer()
-        return self._optimizer
+        """The learner's (default) optimizer."""
+        return self.learner.optimizer
 
-    def _make_optimizer(self) -> torch.optim.Optimizer:
-        name, lr = self.config["optimizer"], float(self.config["lr"])
-        params = self.model.parameters()
-        if name == "adam":
-            return torch.optim.Adam(params, lr=lr, eps=float(self.config["adam_eps"]))
-        if name == "rmsprop":
-            return torch.optim.RMSprop(params, lr=lr)
-        return torch.optim.SGD(params, lr=lr)
+    @property
+    def target_model(self) -> nn.Module:
+        """The learner's target network (policies whose learner keeps one: DQN, APPO)."""
+        target = self.learner.targets.get("target")
+        if target is None:
+            raise AttributeError(f"{type(self).__name__} has no target network")
+        return target.module
+
+    def update_target(self) -> None:
+        """Copy the model's weights into the target network(s)."""
+        self.learner.update_targets()
+
+    @property
+    def kl_coeff(self) -> float:
+        """The KL penalty weight (policies whose loss has one: PPO, APPO)."""
+        kl = self.learner.kl
+        if kl is None:
+            raise AttributeError(f"{type(self).__name__} has no KL coefficient")
+        return kl.value
+
+    @kl_coeff.setter
+    def kl_coeff(self, value: float) -> None:
+        kl = self.learner.kl
+        if kl is None:
+            raise AttributeError(f"{type(self).__name__} has no KL coefficient")
+        kl.value = float(value)
 
     def action_dist(self, dist_inputs: torch.Tensor) -> ActionDistribution:
         """The action distribution for model outputs (sampling uses the policy's generator)."""
@@ -301,24 +311,6 @@ class TorchPolicy:
                 out[key] = t
         return out
 
-    def _clip_grads(self) -> float:
-        clip = self.config["grad_clip"]
-        max_norm = float(clip) if clip is not None else float("inf")
-        return float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
-
-    def _loss_and_backward(self, tensors: dict[str, torch.Tensor]) -> dict[str, float]:
-        loss, stats = self.loss_fn(self, tensors)
-        for param in self._params:  # as optimizer.zero_grad(set_to_none=True), without one
-            param.grad = None
-        loss.backward()
-        out = {k: v.item() if isinstance(v, torch.Tensor) else float(v) for k, v in stats.items()}
-        out["grad_gnorm"] = self._clip_grads()
-        return out
-
-    def _step_done(self) -> None:
-        self.num_grad_updates += 1
-        self.weights_version += 1
-
     def learn_on_batch(
         self,
         batch: SampleBatch,
@@ -326,66 +318,23 @@ class TorchPolicy:
         minibatch_size: int | None = None,
         shuffle: bool = True,
     ) -> dict[str, float]:
-        """Run ``num_epochs`` passes of minibatch SGD over ``batch``; returns averaged stats.
-
-        Every pass shuffles the rows (unless ``shuffle`` is false) and takes one optimizer step
-        per minibatch of ``minibatch_size`` rows (the whole batch when ``None``; a smaller last
-        minibatch is kept). Gradients are clipped by global norm when ``grad_clip`` is set.
-        The stats include ``num_grad_updates`` (steps taken in this call) and
-        ``weights_version``.
-        """
-        tensors = self.batch_to_tensors(batch)
-        n = batch.count
-        if n == 0:
-            return {"num_grad_updates": 0, "weights_version": self.weights_version}
-        size = n if minibatch_size is None else max(1, min(int(minibatch_size), n))
-        sums: dict[str, float] = defaultdict(float)
-        steps = 0
-        self.model.train()
-        for _ in range(num_epochs):
-            perm = torch.from_numpy(self.np_rng.permutation(n)) if shuffle and size < n else None
-            for start in range(0, n, size):
-                if perm is None:
-                    mb = {k: v[start : start + size] for k, v in tensors.items()}
-                else:
-                    idx = perm[start : start + size]
-                    mb = {k: v[idx] for k, v in tensors.items()}
-                stats = self._loss_and_backward(mb)
-                self.optimizer.step()
-                self._step_done()
-                steps += 1
-                for k, v in stats.items():
-                    sums[k] += v
-        out = {k: v / steps for k, v in sums.items()}
-        out["num_grad_updates"] = steps
-        out["weights_version"] = self.weights_version
-        return out
+        """Minibatch SGD on ``batch`` by this policy's learner (see :meth:`Learner.update`)."""
+        return self.learner.update(batch, num_epochs, minibatch_size, shuffle)
 
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
-        """Gradients of the loss on the whole batch (clipped like in training), as numpy arrays
-        in the order of the model's trainable parameters, and the loss stats."""
-        self.model.train()
-        stats = self._loss_and_backward(self.batch_to_tensors(batch))
-        grads = [
-            p.grad.detach().numpy().copy() if p.grad is not None else np.zeros(p.shape, np.float32)
-            for p in self._params
-        ]
-        stats["count"] = float(batch.count)
-        return grads, stats
+        """Gradients of the loss on the whole batch (see :meth:`Learner.compute_gradients`)."""
+        return self.learner.compute_gradients(batch)
 
     def apply_gradients(self, grads: Sequence[np.ndarray]) -> None:
-        """Take one optimizer step with the given gradients (from :meth:`compute_gradients`)."""
-        if len(grads) != len(self._params):
-            raise ValueError(f"expected {len(self._params)} gradient arrays, got {len(grads)}")
-        for p, g in zip(self._params, grads, strict=True):
-            p.grad = torch.tensor(np.asarray(g, dtype=np.float32)).reshape(p.shape)  # copies
-        self.optimizer.step()
-        self._step_done()
+        """One optimizer step with the given gradients (from :meth:`compute_gradients`)."""
+        self.learner.apply_gradients(grads)
 
     # -- weights and state -------------------------------------------------------------------
     def get_weights(self) -> dict[str, np.ndarray]:
         """Model state as numpy copies (what travels to workers)."""
-        return {k: v.detach().cpu().numpy().copy() for k, v in self.model.state_dict().items()}
+        with self.lock:
+            return {k: v.detach().cpu().numpy().copy()
+                    for k, v in self.model.state_dict().items()}
 
     def set_weights(self, weights: Mapping[str, np.ndarray], version: int | None = None) -> None:
         """Load model weights; ``weights_version`` becomes ``version`` (or is incremented)."""
@@ -393,8 +342,10 @@ class TorchPolicy:
             k: torch.from_numpy(np.require(np.asarray(v), requirements=["C", "W"]))
             for k, v in weights.items()
         }
-        self.model.load_state_dict(state)
-        self.weights_version = int(version) if version is not None else self.weights_version + 1
+        with self.lock:
+            self.model.load_state_dict(state)
+            self.weights_version = (int(version) if version is not None
+                                    else self.weights_version + 1)
 
     def get_state(self) -> dict[str, Any]:
         """Everything to resume training: weights, optimizer, counters and RNG states.
@@ -402,26 +353,28 @@ class TorchPolicy:
         Made of tensors, ints, floats, strings, tuples, lists and dicts only, so it can be
         written with ``torch.save`` and read back with ``torch.load(..., weights_only=True)``.
         """
-        return {
-            "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
-            "optimizer": self.optimizer.state_dict(),
-            "weights_version": self.weights_version,
-            "num_grad_updates": self.num_grad_updates,
-            "generator_state": self.generator.get_state(),
-            "np_rng_state": self.np_rng.bit_generator.state,
-        }
+        with self.lock:
+            return {
+                "weights": {k: v.detach().clone() for k, v in self.model.state_dict().items()},
+                **self.learner.state_dict(),  # optimizer(s), target weights, KL coefficient
+                "weights_version": self.weights_version,
+                "num_grad_updates": self.num_grad_updates,
+                "generator_state": self.generator.get_state(),
+                "np_rng_state": self.np_rng.bit_generator.state,
+            }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
         """Restore what :meth:`get_state` returned."""
         weights = {k: torch.as_tensor(v) for k, v in state["weights"].items()}
-        self.model.load_state_dict(weights)
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.weights_version = int(state["weights_version"])
-        self.num_grad_updates = int(state["num_grad_updates"])
-        if "generator_state" in state:
-            self.generator.set_state(state["generator_state"])
-        if "np_rng_state" in state:
-            self.np_rng.bit_generator.state = state["np_rng_state"]
+        with self.lock:
+            self.model.load_state_dict(weights)
+            self.learner.load_state_dict(state)
+            self.weights_version = int(state["weights_version"])
+            self.num_grad_updates = int(state["num_grad_updates"])
+            if "generator_state" in state:
+                self.generator.set_state(state["generator_state"])
+            if "np_rng_state" in state:
+                self.np_rng.bit_generator.state = state["np_rng_state"]
 
     def __repr__(self) -> str:
         return (

@@ -68,7 +68,7 @@ def test_loss_matches_hand_computed_numbers(double_q, td, loss):
     policy = tiny_policy(double_q)
     got, stats = dqn_loss(policy, policy.batch_to_tensors(tiny_batch()))
     assert got.item() == pytest.approx(loss, rel=1e-6)
-    np.testing.assert_allclose(policy.last_td_errors.numpy(), td, rtol=1e-6)
+    np.testing.assert_allclose(stats["td_error"].numpy(), td, rtol=1e-6)
     assert stats["mean_abs_td_error"].item() == pytest.approx(np.mean(np.abs(td)), rel=1e-6)
 
 

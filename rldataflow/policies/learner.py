@@ -1,0 +1,239 @@
+"""``Learner``: the learning side of a policy.
+
+A :class:`~rldataflow.policies.TorchPolicy` is what travels to rollout workers: a model, an
+action distribution and weights. What only the learning process needs lives here: the loss,
+the named optimizers (created on first use, so sampling processes never build one), the
+target networks, the adaptive KL coefficient, and the lock under which an update runs, so that
+a weights read from another thread (a broadcast, ``save()``) never sees half a step.
+
+Per-row outputs of a loss (a 1-D tensor with one entry per row among its stats, e.g. DQN's
+``td_error``) are written into the batch as a column of that name: they travel with the item
+(to :class:`~rldataflow.ops.UpdatePriorities`), not through an attribute of the policy.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from rldataflow.data.sample_batch import SampleBatch
+from rldataflow.policies.kl_controller import AdaptiveKLCoeff
+from rldataflow.policies.target_network import TargetNetwork
+
+if TYPE_CHECKING:
+    from rldataflow.policies.policy import TorchPolicy
+
+__all__ = ["OPTIMIZERS", "Learner", "make_optimizer"]
+
+#: optimizer names a policy config may choose (``optimizer`` key)
+OPTIMIZERS = ("adam", "sgd", "rmsprop")
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], config: Mapping[str, Any],
+                   fused_adam: bool = False) -> torch.optim.Optimizer:
+    """The optimizer a policy config names (``optimizer``, ``lr``, ``adam_eps``).
+
+    ``fused_adam``: the fused CPU Adam, about twice as fast per step on small MLPs (0.55 vs
+    1.2 ms on a 64x64 net), which matters to learners that take one step per small batch (DQN).
+    """
+    name, lr = config["optimizer"], float(config["lr"])
+    params = list(params)
+    if name == "adam":
+        eps = float(config["adam_eps"])
+        if fused_adam:
+            try:
+                return torch.optim.Adam(params, lr=lr, eps=eps, fused=True)
+            except (RuntimeError, TypeError, ValueError):
+                pass
+        return torch.optim.Adam(params, lr=lr, eps=eps)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(params, lr=lr)
+    return torch.optim.SGD(params, lr=lr)
+
+
+class Learner:
+    """Loss, optimizers, target networks, KL coefficient and lock of one policy.
+
+    Args:
+        policy: the policy whose model this learner trains (and whose lock it holds).
+        loss_fn: ``loss_fn(policy, batch_tensors) -> (loss, stats)``.
+        targets: names of target networks to keep (frozen copies of the model), e.g.
+            ``("target",)`` for DQN; reached as ``learner.targets[name]``.
+        kl: the adaptive KL coefficient of losses with a KL penalty (PPO, APPO).
+        fused_adam: see :func:`make_optimizer`.
+
+    Example::
+
+        learner = Learner(policy, dqn_loss, targets=("target",))
+        stats = learner.update(batch)          # one SGD step; batch["td_error"] now set
+        learner.update_targets()               # target <- online
+        state = learner.state_dict()           # optimizer, target weights, KL coefficient
+    """
+
+    def __init__(self, policy: TorchPolicy, loss_fn: Callable[..., Any], *,
+                 targets: Sequence[str] = (), kl: AdaptiveKLCoeff | None = None,
+                 fused_adam: bool = False) -> None:
+        self.policy = policy
+        self.loss_fn = loss_fn
+        self.lock = policy.lock
+        self.targets: dict[str, TargetNetwork] = {n: TargetNetwork(policy.model) for n in targets}
+        self.kl = kl
+        self.fused_adam = fused_adam
+        self._params = [p for p in policy.model.parameters() if p.requires_grad]
+        self._optimizers: dict[str, torch.optim.Optimizer] | None = None
+
+    # -- optimizers -------------------------------------------------------------------------
+    @property
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """Named optimizers, created when first needed. Creating the first torch optimizer in
+        a process imports torch._dynamo (1.3 s, ~90 MB), so processes that only sample never
+        do it."""
+        if self._optimizers is None:
+            self._optimizers = self.make_optimizers()
+        return self._optimizers
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        """One optimizer over the whole model (subclasses with actor and critic return two)."""
+        return {"default": make_optimizer(self.policy.model.parameters(), self.policy.config,
+                                          fused_adam=self.fused_adam)}
+
+    @property
+    def optimizer(self) -> torch.optim.Optimizer:
+        return self.optimizers["default"]
+
+    # -- one update ---------------------------------------------------------------------------
+    def _clip_grads(self) -> float:
+        clip = self.policy.config["grad_clip"]
+        max_norm = float(clip) if clip is not None else float("inf")
+        return float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
+
+    def _loss_and_backward(self, tensors: dict[str, torch.Tensor]
+                           ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+        loss, stats = self.loss_fn(self.policy, tensors)
+        for param in self._params:  # as optimizer.zero_grad(set_to_none=True), without one
+            param.grad = None
+        loss.backward()
+        out: dict[str, float] = {}
+        rows: dict[str, torch.Tensor] = {}
+        for k, v in stats.items():
+            if isinstance(v, torch.Tensor) and v.ndim == 1:
+                rows[k] = v.detach()
+            else:
+                out[k] = v.item() if isinstance(v, torch.Tensor) else float(v)
+        out["grad_gnorm"] = self._clip_grads()
+        return out, rows
+
+    def _step(self) -> None:
+        self.optimizer.step()
+        self.policy.num_grad_updates += 1
+        self.policy.weights_version += 1
+
+    def update(self, batch: SampleBatch, num_epochs: int = 1, minibatch_size: int | None = None,
+               shuffle: bool = True) -> dict[str, float]:
+        """``num_epochs`` passes of minibatch SGD over ``batch``; returns averaged stats.
+
+        Every pass shuffles the rows (unless ``shuffle`` is false) and takes one optimizer step
+        per minibatch of ``minibatch_size`` rows (the whole batch when ``None``; a smaller last
+        minibatch is kept). Gradients are clipped by global norm when ``grad_clip`` is set.
+        The stats include ``num_grad_updates`` (steps taken here) and ``weights_version``;
+        per-row outputs of the loss become columns of ``batch`` (from the last pass).
+        """
+        policy = self.policy
+        n = batch.count
+        if n == 0:
+            return {"num_grad_updates": 0, "weights_version": policy.weights_version}
+        tensors = policy.batch_to_tensors(batch)
+        size = n if minibatch_size is None else max(1, min(int(minibatch_size), n))
+        sums: dict[str, float] = defaultdict(float)
+        rows_out: dict[str, np.ndarray] = {}
+        steps = 0
+        with self.lock:
+            policy.model.train()
+            for _ in range(num_epochs):
+                perm = (torch.from_numpy(policy.np_rng.permutation(n))
+                        if shuffle and size < n else None)
+                for start in range(0, n, size):
+                    if perm is None:
+                        idx: Any = slice(start, start + size)
+                        mb = {k: v[idx] for k, v in tensors.items()}
+                    else:
+                        idx = perm[start: start + size]
+                        mb = {k: v[idx] for k, v in tensors.items()}
+                    stats, rows = self._loss_and_backward(mb)
+                    self._step()
+                    steps += 1
+                    for k, v in stats.items():
+                        sums[k] += v
+                    for k, v in rows.items():
+                        if size == n:
+                            rows_out[k] = v.numpy()
+                        else:
+                            rows_out.setdefault(k, np.zeros(n, np.float32))[
+                                idx.numpy() if perm is not None else idx] = v.numpy()
+            version = policy.weights_version
+        for k, v in rows_out.items():
+            batch[k] = v
+        out = {k: v / steps for k, v in sums.items()}
+        out["num_grad_updates"] = steps
+        out["weights_version"] = version
+        return out
+
+    def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
+        """Gradients of the loss on the whole batch (clipped like in training), as numpy arrays
+        in the order of the model's trainable parameters, and the loss stats."""
+        with self.lock:
+            self.policy.model.train()
+            stats, _ = self._loss_and_backward(self.policy.batch_to_tensors(batch))
+            grads = [p.grad.detach().numpy().copy() if p.grad is not None
+                     else np.zeros(p.shape, np.float32) for p in self._params]
+        stats["count"] = float(batch.count)
+        return grads, stats
+
+    def apply_gradients(self, grads: Sequence[np.ndarray]) -> None:
+        """One optimizer step with the given gradients (from :meth:`compute_gradients`)."""
+        if len(grads) != len(self._params):
+            raise ValueError(f"expected {len(self._params)} gradient arrays, got {len(grads)}")
+        with self.lock:
+            for p, g in zip(self._params, grads, strict=True):
+                p.grad = torch.tensor(np.asarray(g, dtype=np.float32)).reshape(p.shape)  # copies
+            self._step()
+
+    def update_targets(self, tau: float = 1.0) -> None:
+        """Move every target network towards the model (``tau=1``: copy it)."""
+        with self.lock:
+            for target in self.targets.values():
+                target.update(tau)
+
+    # -- state ----------------------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state, target weights and the KL coefficient (torch.load-safe types)."""
+        with self.lock:
+            state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
+            if len(self.optimizers) > 1:
+                state["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
+            if "target" in self.targets:
+                state["target_weights"] = self.targets["target"].state_dict()
+            others = {k: t.state_dict() for k, t in self.targets.items() if k != "target"}
+            if others:
+                state["targets"] = others
+            if self.kl is not None:
+                state["kl_coeff"] = float(self.kl.value)
+            return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        with self.lock:
+            if "optimizers" in state:
+                for k, s in state["optimizers"].items():
+                    self.optimizers[k].load_state_dict(s)
+            elif "optimizer" in state:
+                self.optimizer.load_state_dict(state["optimizer"])
+            if "target_weights" in state and "target" in self.targets:
+                self.targets["target"].load_state_dict(state["target_weights"])
+            for k, s in state.get("targets", {}).items():
+                self.targets[k].load_state_dict(s)
+            if "kl_coeff" in state and self.kl is not None:
+                self.kl.value = float(state["kl_coeff"])
