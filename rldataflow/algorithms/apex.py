@@ -65,9 +65,11 @@ from rldataflow.ops import (
 )
 from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR
 from rldataflow.ops.weights import SyncWeights
-from rldataflow.runtime import ActorHandle, Runtime
+from rldataflow.runtime import ActorHandle
+from rldataflow.runtime.actor_pool import ActorPool
 from rldataflow.utils.config import ConfigError
 from rldataflow.workers import RolloutWorker, WorkerSet
+from rldataflow.workers.worker_set import RESTART_SEED_STRIDE
 
 
 def _h(text: str) -> dict[str, str]:
@@ -209,28 +211,30 @@ class RecordLearnerStep(Operator):
 
 
 class ApexPlan(Plan):
-    """Ape-X's plan: its results, the learner thread and the replay shards it owns."""
+    """Ape-X's plan: its results, the learner thread and the pool of replay shards it owns."""
 
     def __init__(self, results: LocalIterator[dict[str, Any]], learner: LearnerThread,
-                 replay_shards: list[ActorHandle], runtime: Runtime) -> None:
+                 shards: ActorPool) -> None:
         super().__init__(results, [learner])
         self.learner = learner
-        self.replay_shards = replay_shards
-        self._runtime = runtime
+        self.shards = shards
+
+    @property
+    def replay_shards(self) -> list[ActorHandle]:
+        return list(self.shards.actors)
 
     def stop(self) -> None:
         """Stop the learner thread, then the replay shards."""
         try:
             super().stop()
         finally:
-            shards, self.replay_shards = self.replay_shards, []
-            for shard in shards:
-                self._runtime.kill(shard)
+            self.shards.stop()
 
 
 def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     policy = workers.local_worker().policy
-    shards = make_replay_shards(workers.runtime, config)
+    pool = make_replay_shards(workers.runtime, config)
+    shards = pool.actors
     learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size)
 
     rollouts = ParallelRollouts(workers, mode="async", num_async=config.num_async_rollouts)
@@ -254,19 +258,26 @@ def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     results = StandardMetricsReporting(train_op, workers,
                                        min_time_s=config.min_time_s_per_iteration,
                                        min_steps=config.min_steps_per_iteration)
-    return ApexPlan(results, learner, shards, workers.runtime)
+    return ApexPlan(results, learner, pool)
 
 
-def make_replay_shards(runtime: Any, config: Config) -> list[ActorHandle]:
-    """``num_replay_shards`` ReplayActors, each with an equal part of the capacity."""
+def make_replay_shards(runtime: Any, config: Config) -> ActorPool:
+    """``num_replay_shards`` ReplayActors, each with an equal part of the capacity. A dead
+    shard is an error naming it: the replay ops do not yet re-route to a replacement."""
     n = config.num_replay_shards
     make_buffer(config, capacity=1)  # validates the replay settings before starting actors
-    return [runtime.create_actor(
-        ReplayActor, capacity=max(config.buffer_size // n, config.train_batch_size),
-        batch_size=config.train_batch_size, prioritized=config.prioritized_replay,
-        alpha=config.prioritized_replay_alpha, beta=config.prioritized_replay_beta,
-        learning_starts=max(config.learning_starts // n, config.train_batch_size) // 2,
-        seed=config.seed + 7919 * i, name=f"ReplayActor-{i}") for i in range(n)]
+
+    def make(i: int, restarts: int) -> ActorHandle:
+        return runtime.create_actor(
+            ReplayActor, capacity=max(config.buffer_size // n, config.train_batch_size),
+            batch_size=config.train_batch_size, prioritized=config.prioritized_replay,
+            alpha=config.prioritized_replay_alpha, beta=config.prioritized_replay_beta,
+            learning_starts=max(config.learning_starts // n, config.train_batch_size) // 2,
+            seed=config.seed + 7919 * i + RESTART_SEED_STRIDE * restarts,
+            name=f"ReplayActor-{i}")
+
+    return ActorPool(runtime, n, make, restart_failed=False, ready_method=None,
+                     kind="replay shard")
 
 
 @register_algorithm("apex")

@@ -31,7 +31,7 @@ from rldataflow.ops.batching import ConcatBatches
 from rldataflow.ops.rollouts import RecordSampled
 from rldataflow.ops.weights import SyncWeights
 from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
-from rldataflow.runtime.base import ALL_COMPLETED
+from rldataflow.runtime.actor_pool import ActorPool
 from rldataflow.workers.worker_set import RESTART_SEED_STRIDE
 
 logger = logging.getLogger(__name__)
@@ -51,50 +51,22 @@ def split_worker_indexes(num_workers: int, num_groups: int) -> list[list[int]]:
     return [list(range(bounds[g] + 1, bounds[g + 1] + 1)) for g in range(num_groups)]
 
 
-class WorkerGroup:
-    """Rollout workers with given indexes on one runtime (no local worker), with restarts."""
+def worker_pool(runtime: Runtime, worker_cls: type, worker_kwargs: dict[str, Any],
+                worker_indexes: Sequence[int], restart_failed: bool = True,
+                on_restart: Callable[[int, ActorHandle], Any] | None = None) -> ActorPool:
+    """Rollout workers with the given global indexes (no local worker), as an ActorPool: a
+    replacement gets its index's next seed in line, like a WorkerSet's."""
+    indexes = list(worker_indexes)
 
-    def __init__(self, runtime: Runtime, worker_cls: type, worker_kwargs: dict[str, Any],
-                 worker_indexes: Sequence[int], restart_failed: bool = True) -> None:
-        self.runtime = runtime
-        self.worker_cls = worker_cls
-        self.worker_kwargs = dict(worker_kwargs)
-        self.indexes = list(worker_indexes)
-        self.restart_failed = restart_failed
-        self.num_restarts = 0
-        self._restarts_of = [0] * len(self.indexes)
-        self.actors = [self._create(i, 0) for i in self.indexes]
-        runtime.wait([a.call("ping") for a in self.actors], ALL_COMPLETED)
-        for actor in self.actors:
-            actor.call("ping").result()  # constructor errors surface here, naming the worker
-
-    def _create(self, index: int, restarts: int) -> ActorHandle:
-        kwargs = dict(self.worker_kwargs)
+    def make(slot: int, restarts: int) -> ActorHandle:
+        kwargs = dict(worker_kwargs)
         kwargs["seed"] = int(kwargs.get("seed", 0)) + restarts * RESTART_SEED_STRIDE
-        return self.runtime.create_actor(self.worker_cls, **kwargs, worker_index=index,
-                                         name=f"{self.worker_cls.__name__}-{index}")
+        index = indexes[slot]
+        return runtime.create_actor(worker_cls, **kwargs, worker_index=index,
+                                    name=f"{worker_cls.__name__}-{index}")
 
-    def replace_dead(self, shard_index: int, actor: ActorHandle, error: ActorDiedError,
-                     weights: tuple[Any, int] | None = None) -> ActorHandle:
-        if not self.restart_failed:
-            raise error
-        pos = next((i for i, a in enumerate(self.actors) if a.actor_id == actor.actor_id), None)
-        if pos is None:
-            raise error
-        self._restarts_of[pos] += 1
-        self.num_restarts += 1
-        logger.warning("%s; restarting it (restart #%d)", error, self.num_restarts)
-        self.runtime.kill(actor)
-        replacement = self._create(self.indexes[pos], self._restarts_of[pos])
-        self.actors[pos] = replacement
-        if weights is not None and weights[0] is not None:
-            replacement.call("set_weights", weights[0], weights[1])
-        return replacement
-
-    def stop(self) -> None:
-        for actor in self.actors:
-            self.runtime.kill(actor)
-        self.actors = []
+    return ActorPool(runtime, len(indexes), make, on_restart=on_restart,
+                     restart_failed=restart_failed, kind="rollout worker")
 
 
 class AggregationWorker:
@@ -117,8 +89,9 @@ class AggregationWorker:
 
         self.runtime = make_runtime(runtime_name, runtime_options)
         try:
-            self.group = WorkerGroup(self.runtime, worker_cls, worker_kwargs, worker_indexes,
-                                     restart_failed)
+            self.indexes = list(worker_indexes)
+            self.group = worker_pool(self.runtime, worker_cls, worker_kwargs, self.indexes,
+                                     restart_failed, on_restart=self._bring_up_to_date)
         except BaseException:
             self.runtime.shutdown()
             raise
@@ -133,19 +106,19 @@ class AggregationWorker:
         self._sent = self._push.sent_version  # version each worker has (by actor id)
         self._stream: LocalIterator[SampleBatch] | None = None
 
-    def _replace(self, shard_index: int, actor: ActorHandle,
-                 error: ActorDiedError) -> ActorHandle:
-        new = self.group.replace_dead(shard_index, actor, error, (self._weights, self._version))
-        self._sent[new.actor_id] = self._version
-        return new
+    def _bring_up_to_date(self, slot: int, actor: ActorHandle) -> None:
+        """A restarted worker gets this aggregator's newest weights before it samples."""
+        if self._weights is not None:
+            actor.call("set_weights", self._weights, self._version)
+        self._sent[actor.actor_id] = self._version
 
     def next_batch(self) -> SampleBatch:
         """One batch of at least ``min_batch_size`` rows from this group's workers."""
         if self._stream is None:
             par = from_actors(self.group.actors, "sample", runtime=self.runtime,
-                              name=f"workers {self.group.indexes}")
+                              name=f"workers {self.indexes}")
             self._stream = (par.gather_async(num_async=self.num_async,
-                                             on_failure=self._replace)
+                                             on_failure=self.group.replace_dead)
                             .for_each(self._push)
                             .for_each(ConcatBatches(self.min_batch_size)))
         batch = next(self._stream)
@@ -202,15 +175,16 @@ class AggregatorSet:
         self.groups = split_worker_indexes(num_workers, num_aggregators)
         self.weights_fn = weights_fn
         self.restart_failed = restart_failed
-        self.num_restarts = 0
         self._ctor = dict(runtime_name=runtime.name, runtime_options=dict(runtime_options or {}),
                           worker_cls=worker_cls, worker_kwargs=dict(worker_kwargs),
                           num_async=num_async, min_batch_size=min_batch_size,
                           restart_failed=restart_failed)
-        self.actors: list[ActorHandle] = []
+        self.pool = ActorPool(runtime, len(self.groups), self._create,
+                              on_restart=self._send_weights, restart_failed=restart_failed,
+                              ready_method=None, kind="aggregator")
+        #: the aggregators, by group (the pool's list: replaced in place on restarts)
+        self.actors: list[ActorHandle] = self.pool.actors
         try:
-            for g, indexes in enumerate(self.groups):
-                self.actors.append(self._create(g, indexes))
             weights, version = weights_fn()
             futures = [a.call("set_weights", weights, version, push_now=True)
                        for a in self.actors]
@@ -220,9 +194,18 @@ class AggregatorSet:
             self.stop()
             raise
 
-    def _create(self, group: int, indexes: list[int]) -> ActorHandle:
-        return self.runtime.create_actor(AggregationWorker, worker_indexes=indexes,
+    def _create(self, group: int, restarts: int) -> ActorHandle:
+        return self.runtime.create_actor(AggregationWorker, worker_indexes=self.groups[group],
                                          name=f"AggregationWorker-{group}", **self._ctor)
+
+    def _send_weights(self, group: int, actor: ActorHandle) -> None:
+        """A restarted aggregator pushes the learner's weights to its workers at once."""
+        weights, version = self.weights_fn()
+        actor.call("set_weights", weights, version, push_now=True).result()
+
+    @property
+    def num_restarts(self) -> int:
+        return self.pool.num_restarts
 
     def gather(self, num_async: int = 1) -> LocalIterator[SampleBatch]:
         """Train batches from the aggregators as they are ready (counted as sampled)."""
@@ -235,26 +218,9 @@ class AggregatorSet:
     def replace_dead(self, shard_index: int, actor: ActorHandle,
                      error: ActorDiedError) -> ActorHandle:
         """Failure policy: start a new aggregator (and workers) for the dead one's group."""
-        if not self.restart_failed:
-            raise error
-        pos = next((i for i, a in enumerate(self.actors) if a.actor_id == actor.actor_id), None)
-        if pos is None:
-            raise error
-        self.num_restarts += 1
-        logger.warning("%s; restarting the aggregator and its workers", error)
-        self.runtime.kill(actor)
-        replacement = self._create(pos, self.groups[pos])
-        weights, version = self.weights_fn()
-        replacement.call("set_weights", weights, version, push_now=True).result()
-        self.actors[pos] = replacement
-        return replacement
+        return self.pool.replace_dead(shard_index, actor, error)
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the aggregators (each stops its workers); kill those that do not finish."""
-        futures = [a.call("stop") for a in self.actors]
-        if futures:
-            self.runtime.wait(futures, ALL_COMPLETED, timeout=timeout)
-        for actor in self.actors:
-            self.runtime.kill(actor)
-        self.actors = []
+        self.pool.stop(graceful_method="stop", timeout=timeout)
 

@@ -1,5 +1,6 @@
-"""Workers: ``RolloutWorker`` (a vector env plus a policy; runtimes make it an actor) and
-``MultiAgentRolloutWorker`` (PettingZoo parallel envs plus several policies).
+"""Workers: the ``Worker`` protocol and ``WorkerBase``; ``RolloutWorker`` (a vector env plus a
+policy; runtimes make it an actor) and ``MultiAgentRolloutWorker`` (PettingZoo parallel envs
+plus several policies); ``WorkerSet`` (a local worker and an ActorPool of remote ones).
 
 Example::
 
@@ -9,8 +10,9 @@ Example::
     batch = worker.sample()        # 512 rows with advantages and value targets
 """
 
+from rldataflow.workers.base import Worker, WorkerBase
 from rldataflow.workers.multi_agent_worker import MultiAgentRolloutWorker
 from rldataflow.workers.rollout_worker import RolloutWorker
 from rldataflow.workers.worker_set import WorkerSet
 
-__all__ = ["MultiAgentRolloutWorker", "RolloutWorker", "WorkerSet"]
+__all__ = ["MultiAgentRolloutWorker", "RolloutWorker", "Worker", "WorkerBase", "WorkerSet"]

@@ -23,14 +23,12 @@ The env episode ends when no agent is left; the env is then reset in the same st
 
 from __future__ import annotations
 
-import random
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from typing import Any
 
 import gymnasium
 import numpy as np
-import torch
 
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch
 from rldataflow.envs.multi_agent import make_multi_agent_env
@@ -43,7 +41,8 @@ from rldataflow.policies.policy_spec import (
     UnknownPolicyError,
     resolve_policy_mapping_fn,
 )
-from rldataflow.workers.rollout_worker import BATCH_MODES, PolicyFactory, worker_seed
+from rldataflow.workers.base import DEFAULT_POLICY_ID, WorkerBase
+from rldataflow.workers.rollout_worker import PolicyFactory
 
 __all__ = [
     "AGENT_SLOTS",
@@ -59,8 +58,6 @@ POLICY_RETURNS_PREFIX = "policy_episode_returns/"
 #: ``env_id = env_index * AGENT_SLOTS + agent_slot``: one id per (env, agent) pair, so
 #: postprocessing sees each pair's steps as their own trajectory.
 AGENT_SLOTS = 1 << 16
-
-DEFAULT_POLICY_ID = "default_policy"
 
 
 def split_env_id(env_id: np.ndarray | int) -> tuple[Any, Any]:
@@ -97,7 +94,7 @@ class _EnvState:
         self.done_once = False
 
 
-class MultiAgentRolloutWorker:
+class MultiAgentRolloutWorker(WorkerBase):
     """Steps ``num_envs`` PettingZoo parallel envs with several policies.
 
     Args:
@@ -165,32 +162,14 @@ class MultiAgentRolloutWorker:
         policy_factory: PolicyFactory | None = None,
         policies_to_train: list[str] | None = None,
     ) -> None:
-        if batch_mode not in BATCH_MODES:
-            raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
-        if rollout_fragment_length < 1:
-            raise ValueError(f"rollout_fragment_length must be >= 1, got {rollout_fragment_length}")
-        if num_envs < 1:
-            raise ValueError(f"num_envs must be >= 1, got {num_envs}")
         if policy_factories is not None and policy_factory is not None:
             raise ValueError("give policy_factories or policy_factory, not both")
         if policy_factories is None:
             policy_factories = {DEFAULT_POLICY_ID: policy_factory}
         if not policy_factories:
             raise ValueError("policy_factories is empty: a worker needs at least one policy")
-        self.env_spec = env
-        self.env_config = dict(env_config or {})
-        self.num_envs = int(num_envs)
-        self.rollout_fragment_length = int(rollout_fragment_length)
-        self.batch_mode = batch_mode
-        self.worker_index = int(worker_index)
-        self.include_next_obs = include_next_obs
-        self.postprocess = postprocess
-        self.seed = worker_seed(seed, worker_index)
-        if self.worker_index > 0:
-            torch.set_num_threads(1)  # remote workers share the machine's cores
-        random.seed(self.seed)
-        np.random.seed(self.seed % 2**32)
-        torch.manual_seed(self.seed)
+        super().__init__(env, env_config, num_envs, rollout_fragment_length, batch_mode, seed,
+                         worker_index, include_next_obs, postprocess)
 
         self._envs = [_EnvState(make_multi_agent_env(env, self.env_config))
                       for _ in range(self.num_envs)]
@@ -239,8 +218,6 @@ class MultiAgentRolloutWorker:
         self._reset_done = False
         self._carry: dict[str, dict[str, np.ndarray]] = {}
         self._finished: set[int] = set()  # serials of ended trajectories not yet returned
-        self._eval_calls = 0
-        self.num_steps_sampled = 0
 
     # -- set-up helpers ------------------------------------------------------------------------
     def _policy_spaces(self, env: Any, pids: list[str]) -> dict[str, tuple[Any, Any]]:
@@ -501,9 +478,6 @@ class MultiAgentRolloutWorker:
                        "learner_stats": learner_stats, "weights_version": self.weights_version}
 
     # -- policies ----------------------------------------------------------------------------
-    def policy_ids(self) -> list[str]:
-        return list(self.policies)
-
     def get_policy(self, policy_id: str | None = None) -> Any:
         """The policy ``policy_id`` (``None``: the only one, if there is exactly one)."""
         if policy_id is None:
@@ -619,19 +593,11 @@ class MultiAgentRolloutWorker:
             self.get_policy(pid).set_state(s)
         self.num_steps_sampled = int(state.get("num_steps_sampled", 0))
 
-    def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(self, *args, **kwargs)`` on the worker (handy through an actor handle)."""
-        return fn(self, *args, **kwargs)
-
-    def ping(self) -> str:
-        return "ok"
-
     # -- evaluation ---------------------------------------------------------------------------
     def _run_eval(self, num_episodes: int, max_episode_steps: int | None
                   ) -> tuple[list[float], dict[str, list[float]]]:
         env = make_multi_agent_env(self.env_spec, self.env_config)
-        seed = self.seed + 1_000_000 + 1_000 * self._eval_calls
-        self._eval_calls += 1
+        seed = self.next_eval_seed()
         totals: list[float] = []
         per_policy: dict[str, list[float]] = {pid: [] for pid in self.policies}
         st = _EnvState(env)

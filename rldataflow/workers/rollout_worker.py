@@ -5,36 +5,24 @@ It is a plain class; runtimes turn it into an actor (inline object, local proces
 
 from __future__ import annotations
 
-import random
 from collections.abc import Callable
 from typing import Any
 
 import gymnasium
 import numpy as np
-import torch
 
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
 from rldataflow.envs.vector_env import make_vector_env
 from rldataflow.policies.policy import TorchPolicy
+from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
 
 __all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
 
-BATCH_MODES = ("truncate_episodes", "complete_episodes")
-
 PolicyFactory = Callable[[gymnasium.spaces.Box, gymnasium.Space], TorchPolicy]
 
-#: Seeds of different workers are this far apart (env ``i`` of a worker uses ``seed + i``).
-WORKER_SEED_STRIDE = 10_000
-
-
-def worker_seed(seed: int, worker_index: int) -> int:
-    """The seed a worker uses for numpy, torch, its policy and its envs."""
-    return int(seed) + int(worker_index) * WORKER_SEED_STRIDE
-
-
-class RolloutWorker:
+class RolloutWorker(WorkerBase):
     """Steps ``num_envs`` envs with one policy and returns batches of experience.
 
     Args:
@@ -91,25 +79,8 @@ class RolloutWorker:
         include_next_obs: bool = False,
         postprocess: bool = True,
     ) -> None:
-        if batch_mode not in BATCH_MODES:
-            raise ValueError(f"batch_mode must be one of {BATCH_MODES}, got {batch_mode!r}")
-        if rollout_fragment_length < 1:
-            raise ValueError(f"rollout_fragment_length must be >= 1, got {rollout_fragment_length}")
-        self.env_spec = env
-        self.env_config = dict(env_config or {})
-        self.num_envs = int(num_envs)
-        self.rollout_fragment_length = int(rollout_fragment_length)
-        self.batch_mode = batch_mode
-        self.worker_index = int(worker_index)
-        self.include_next_obs = include_next_obs
-        self.postprocess = postprocess
-        self.seed = worker_seed(seed, worker_index)
-        if self.worker_index > 0:
-            # Remote workers share the machine's cores; intra-op threads would only contend.
-            torch.set_num_threads(1)
-        random.seed(self.seed)
-        np.random.seed(self.seed % 2**32)
-        torch.manual_seed(self.seed)
+        super().__init__(env, env_config, num_envs, rollout_fragment_length, batch_mode, seed,
+                         worker_index, include_next_obs, postprocess)
         self.vector_env = make_vector_env(
             env,
             self.env_config,
@@ -121,14 +92,22 @@ class RolloutWorker:
         self.observation_space: gymnasium.spaces.Box = self.vector_env.single_observation_space
         self.action_space: gymnasium.Space = self.vector_env.single_action_space
         if policy_factory is None:
-            self.policy = TorchPolicy(self.observation_space, self.action_space, seed=self.seed)
+            policy = TorchPolicy(self.observation_space, self.action_space, seed=self.seed)
         else:
-            self.policy = policy_factory(self.observation_space, self.action_space)
+            policy = policy_factory(self.observation_space, self.action_space)
+        self.policies = {DEFAULT_POLICY_ID: policy}
         self._to_env_actions = action_to_env_fn(self.action_space)
         self._obs: np.ndarray | None = None
         self._carry: list[dict[str, np.ndarray]] | None = None
-        self._eval_calls = 0
-        self.num_steps_sampled = 0
+
+    @property
+    def policy(self) -> TorchPolicy:
+        """The worker's one policy."""
+        return self.policies[DEFAULT_POLICY_ID]
+
+    @policy.setter
+    def policy(self, policy: TorchPolicy) -> None:
+        self.policies[DEFAULT_POLICY_ID] = policy
 
     # -- sampling ---------------------------------------------------------------------------
     def _run(
@@ -296,10 +275,7 @@ class RolloutWorker:
 
     # -- policy passthrough -------------------------------------------------------------------
     #: The id of the single policy (multi-agent workers hold several, see ``policy_ids``).
-    DEFAULT_POLICY_ID = "default_policy"
-
-    def policy_ids(self) -> list[str]:
-        return [self.DEFAULT_POLICY_ID]
+    DEFAULT_POLICY_ID = DEFAULT_POLICY_ID
 
     def get_policy(self, policy_id: str | None = None) -> TorchPolicy:
         """The worker's policy (``policy_id`` is accepted for multi-agent symmetry)."""
@@ -338,13 +314,6 @@ class RolloutWorker:
         self.policy.set_state(state["policy"])
         self.num_steps_sampled = int(state.get("num_steps_sampled", 0))
 
-    def apply(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-        """Run ``fn(self, *args, **kwargs)`` on the worker (handy through an actor handle)."""
-        return fn(self, *args, **kwargs)
-
-    def ping(self) -> str:
-        return "ok"
-
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, num_episodes: int, max_episode_steps: int | None = None) -> list[float]:
         """Returns of ``num_episodes`` episodes with deterministic actions on a fresh env.
@@ -355,8 +324,7 @@ class RolloutWorker:
         """
         env = make_env(self.env_spec, self.env_config)
         pre = obs_preprocessor(env.observation_space)
-        seed = self.seed + 1_000_000 + 1_000 * self._eval_calls
-        self._eval_calls += 1
+        seed = self.next_eval_seed()
         returns: list[float] = []
         try:
             raw, _ = env.reset(seed=seed)

@@ -100,3 +100,16 @@ def test_bad_env_fails_at_construction_with_env_named(runtime):
 
     with pytest.raises(EnvError, match="CartPol-v1"):
         WorkerSet(runtime, 1, dict(WORKER_KWARGS, env="CartPol-v1"))
+
+
+def test_both_worker_kinds_follow_the_worker_protocol():
+    from rldataflow.workers import MultiAgentRolloutWorker, RolloutWorker, Worker
+
+    single = RolloutWorker("CartPole-v1", num_envs=1, rollout_fragment_length=8, seed=0)
+    assert isinstance(single, Worker)
+    assert single.weights_versions() == {"default_policy": single.weights_version}
+    assert single.policy_ids() == ["default_policy"] and single.get_policy() is single.policy
+    assert all(callable(getattr(MultiAgentRolloutWorker, name, None)) for name in
+               ("sample", "get_weights", "set_weights", "evaluate", "apply", "ping", "stop",
+                "policy_ids", "weights_versions"))
+    single.stop()
