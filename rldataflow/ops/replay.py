@@ -322,8 +322,8 @@ class UpdatePriorities(Operator):
 
     The item is what a train step emits: a batch with ``batch_indexes`` and ``td_error``
     columns, or ``(batch, stats)``; for shards, ``(shard, ...)`` as made by
-    ``zip_with_source_actor()`` (else the plan's ``metrics.current_actor``, valid right after a
-    gather). Shard updates are asynchronous. Passes the item on. Example::
+    ``zip_with_source_actor()`` (else the shard the batch records as its source,
+    ``source_actor(batch)``). Shard updates are asynchronous. Passes the item on. Example::
 
         replay_op.for_each(TrainOneStep(workers)).for_each(UpdatePriorities(local_buffer=buf))
     """
