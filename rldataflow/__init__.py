@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     from rldataflow.trainer import Algorithm
+    from rldataflow.training import StopConditions, Trainer, TrainingOutcome, run
 
 
 def build(algo: str, config: Any = None, **overrides: Any) -> Algorithm:
@@ -26,13 +27,21 @@ def build(algo: str, config: Any = None, **overrides: Any) -> Algorithm:
     return _build(algo, config, **overrides)
 
 
+_TRAINING_NAMES = ("StopConditions", "Trainer", "TrainingOutcome", "run")
+
+
 def __getattr__(name: str) -> Any:
     # Keep `import rldataflow` light (no torch) until the Algorithm class is asked for.
     if name == "Algorithm":
         from rldataflow.trainer import Algorithm
 
         return Algorithm
+    if name in _TRAINING_NAMES:
+        from rldataflow import training
+
+        return getattr(training, name)
     raise AttributeError(f"module 'rldataflow' has no attribute {name!r}")
 
 
-__all__ = ["Algorithm", "__version__", "build"]
+__all__ = ["Algorithm", "StopConditions", "Trainer", "TrainingOutcome", "__version__", "build",
+           "run"]

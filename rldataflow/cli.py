@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import math
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -172,9 +170,8 @@ def _train(args: argparse.Namespace) -> int:
 
 def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: Any) -> int:
     from rldataflow.trainer import Algorithm, make_config
-    from rldataflow.utils.checkpoint import checkpoint_path, latest_checkpoint, read_metadata
-    from rldataflow.utils.logger import RunLogger
-    from rldataflow.utils.progress import ProgressDisplay
+    from rldataflow.training import StopConditions, run
+    from rldataflow.utils.checkpoint import latest_checkpoint, read_metadata
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -206,96 +203,14 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
         algo = Algorithm(args.algo, config, runtime=runtime, owns_runtime=runtime is not None)
         algo_name = args.algo.lower()
 
-    stop = {k: v for k, v in (("stop_return", args.stop_return), ("stop_steps", args.stop_steps),
-                              ("stop_time", args.stop_time)) if v is not None}
-    if not stop and args.stop_iters is None:
+    stop = StopConditions(stop_return=args.stop_return, stop_steps=args.stop_steps,
+                          stop_time=args.stop_time, stop_iters=args.stop_iters)
+    if stop.empty:
         print("note: no stop condition given; training until Ctrl-C", file=sys.stderr)
-    every = (args.checkpoint_every if args.checkpoint_every is not None
-             else algo.config.checkpoint_every)
-    logger = RunLogger(run_dir, algo.config.to_dict(), resume=bool(args.resume))
-    display = ProgressDisplay(stop, stream=sys.stdout) if not args.quiet else None
-    start = time.perf_counter()
-    start_iteration = algo.iteration
-    reason = "stopped"
-    # Ctrl-C: finish cleanly (checkpoint, stop workers). A second Ctrl-C aborts at once.
-    interrupted = {"count": 0, "in_train": False}
-
-    def on_sigint(signum: int, frame: Any) -> None:
-        interrupted["count"] += 1
-        if interrupted["count"] > 1:
-            raise KeyboardInterrupt
-        if interrupted["in_train"]:
-            raise _StopRequested()  # otherwise the loop sees the count and stops
-
-    previous = signal.signal(signal.SIGINT, on_sigint)
-    result: dict[str, Any] = {}
-    try:
-        while True:
-            if interrupted["count"]:
-                reason = "interrupted (Ctrl-C)"
-                break
-            try:
-                interrupted["in_train"] = True
-                result = algo.train()
-            except _StopRequested:
-                reason = "interrupted (Ctrl-C)"
-                break
-            finally:
-                interrupted["in_train"] = False
-            result["time_since_start_s"] = time.perf_counter() - start
-            logger.log(result)
-            if display:
-                display.update(result)
-            done = _stop_reason(result, stop, args.stop_iters, algo.iteration - start_iteration,
-                                time.perf_counter() - start)
-            if done:
-                reason = done
-                break
-            if every and algo.iteration % every == 0:
-                algo.save(checkpoint_path(run_dir, algo.iteration))
-    finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        try:
-            if display:
-                display.close()
-            if algo.iteration > start_iteration:
-                final = algo.save(checkpoint_path(run_dir, algo.iteration))
-                print(f"{reason}: iteration {algo.iteration}, "
-                      f"{int(result.get('env_steps_sampled', 0)):,} env steps, "
-                      f"return {_fmt(result.get('episode_return_mean'))}, "
-                      f"{time.perf_counter() - start:.1f}s")
-                print(f"checkpoint: {final}")
-                print(f"run directory: {run_dir}")
-            logger.close()
-        finally:
-            algo.stop()
-            signal.signal(signal.SIGINT, previous)
-    return EXIT_INTERRUPTED if reason.startswith("interrupted") else EXIT_OK
-
-
-class _StopRequested(BaseException):
-    """Raised by the Ctrl-C handler inside train(); BaseException so no operator wraps it."""
-
-
-def _fmt(value: Any) -> str:
-    try:
-        return "n/a" if value is None or math.isnan(value) else f"{value:.1f}"
-    except TypeError:
-        return str(value)
-
-
-def _stop_reason(result: dict[str, Any], stop: dict[str, float], stop_iters: int | None,
-                 iters_done: int, elapsed: float) -> str | None:
-    ret = result.get("episode_return_mean", math.nan)
-    if "stop_return" in stop and not math.isnan(ret) and ret >= stop["stop_return"]:
-        return f"reached return {ret:.1f} >= {stop['stop_return']:g}"
-    if "stop_steps" in stop and result.get("env_steps_sampled", 0) >= stop["stop_steps"]:
-        return f"reached {stop['stop_steps']:,} env steps"
-    if "stop_time" in stop and elapsed >= stop["stop_time"]:
-        return f"reached {stop['stop_time']:g}s"
-    if stop_iters is not None and iters_done >= stop_iters:
-        return f"reached {stop_iters} iterations"
-    return None
+    outcome = run(algo, run_dir, stop, checkpoint_every=args.checkpoint_every,
+                  resume=bool(args.resume), progress=not args.quiet, stream=sys.stdout,
+                  stop_algorithm=True)
+    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -328,14 +243,16 @@ def _plan(args: argparse.Namespace) -> int:
     from rldataflow.trainer import Algorithm, make_config
 
     overrides = _overrides(args)
-    overrides.setdefault("runtime", "inline")
+    # Printing needs only the plan's structure: no worker processes, and (start=False) none
+    # of the threads the plan would start.
+    overrides.update(runtime="inline", runtime_options={})
     overrides.setdefault("num_workers", 2)
     if not args.algo:
         print("error: plan needs ALGO (or a --config file with an `algorithm:` key)",
               file=sys.stderr)
         return EXIT_USAGE
     config = make_config(args.algo, overrides, from_cli=True)
-    with Algorithm(args.algo, config) as algo:
+    with Algorithm(args.algo, config, start=False) as algo:
         fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,
                "mermaid": algo.plan.to_mermaid}[args.format]
         print(fmt())

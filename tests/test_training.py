@@ -1,0 +1,100 @@
+"""The training loop from Python: stop conditions, checkpoints, run logs, non-main threads."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+
+import pytest
+
+import rldataflow
+from rldataflow.training import StopConditions, Trainer, TrainingOutcome, run
+from rldataflow.utils.checkpoint import list_checkpoints
+
+SMALL = dict(env="CartPole-v1", runtime="inline", num_workers=0, num_envs_per_worker=2,
+             rollout_fragment_length=32, train_batch_size=64, hiddens=(16,))
+
+
+def build_pg():
+    return rldataflow.build("pg", **SMALL)
+
+
+def test_run_stops_after_iters_and_leaves_a_restorable_checkpoint(tmp_path, capsys):
+    handler = signal.getsignal(signal.SIGINT)
+    with build_pg() as algo:
+        outcome = run(algo, tmp_path, StopConditions(stop_iters=2), progress=False)
+        assert algo.iteration == 2
+    assert signal.getsignal(signal.SIGINT) is handler
+    assert isinstance(outcome, TrainingOutcome)
+    assert outcome.reason == "reached 2 iterations" and not outcome.interrupted
+    assert outcome.iterations == 2 and outcome.result["iteration"] == 2
+    assert outcome.run_dir == tmp_path
+    assert outcome.checkpoint is not None and outcome.checkpoint.is_dir()
+    assert list_checkpoints(tmp_path) == [outcome.checkpoint]
+    with rldataflow.Algorithm.restore(outcome.checkpoint) as restored:
+        assert restored.iteration == 2
+    lines = (tmp_path / "result.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2]
+    assert "reached 2 iterations: iteration 2" in capsys.readouterr().out
+
+
+def test_stop_steps_and_checkpoint_every(tmp_path):
+    with build_pg() as algo:
+        outcome = Trainer(algo, tmp_path, StopConditions(stop_steps=200), checkpoint_every=1,
+                          progress=False, summary=False).run()
+    assert outcome.reason == "reached 200 env steps"
+    assert outcome.result["env_steps_sampled"] >= 200
+    # 64 steps per iteration: the 4th reaches 200, the 3rd did not
+    assert outcome.iterations == 4
+    assert [p.name for p in list_checkpoints(tmp_path)] == [
+        f"checkpoint_{i:06d}" for i in range(1, 5)]
+
+
+def test_run_from_a_non_main_thread(tmp_path):
+    outcomes: list[TrainingOutcome] = []
+    errors: list[BaseException] = []
+
+    def target() -> None:
+        try:
+            with build_pg() as algo:
+                outcomes.append(run(algo, tmp_path, StopConditions(stop_iters=1),
+                                    progress=False, summary=False))
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread below
+            errors.append(exc)
+
+    thread = threading.Thread(target=target)
+    thread.start()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    assert not errors, errors
+    assert outcomes[0].iterations == 1 and outcomes[0].checkpoint is not None
+
+
+def test_request_stop_ends_the_run_after_the_current_iteration(tmp_path):
+    with build_pg() as algo:
+        trainer = Trainer(algo, tmp_path, progress=False, summary=False)
+        original_train = algo.train
+
+        def train_then_stop():
+            result = original_train()
+            trainer.request_stop()
+            return result
+
+        algo.train = train_then_stop
+        outcome = trainer.run()
+    assert outcome.interrupted and outcome.reason == "stop requested"
+    assert outcome.iterations == 1 and outcome.checkpoint is not None
+
+
+def test_stop_algorithm_stops_it_even_when_training_fails(tmp_path):
+    with build_pg() as algo:
+        def broken():
+            raise RuntimeError("boom")
+
+        algo.train = broken
+        with pytest.raises(RuntimeError, match="boom"):
+            run(algo, tmp_path, StopConditions(stop_iters=1), progress=False,
+                stop_algorithm=True)
+        assert algo._stopped
+    assert list_checkpoints(tmp_path) == []
