@@ -47,7 +47,7 @@ from typing import Any
 
 import numpy as np
 
-from rldataflow.utils.config import to_jsonable
+from rldataflow.utils.config_sources import to_jsonable
 
 __all__ = [
     "FORMAT_VERSION",

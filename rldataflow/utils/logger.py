@@ -38,7 +38,7 @@ from typing import Any
 
 import yaml
 
-from rldataflow.utils.config import to_jsonable
+from rldataflow.utils.config_sources import to_jsonable
 
 __all__ = ["RunLogger", "flatten_dict"]
 
