@@ -143,7 +143,9 @@ def save_checkpoint(directory: str | os.PathLike[str], state: Mapping[str, Any],
     payload = {_PAYLOAD_MARK: FORMAT_VERSION, "state": encoded, "numpy": numpy_entries}
     meta_text = json.dumps(full_meta, indent=2, sort_keys=False, allow_nan=True)
 
-    if target.exists() and not _is_checkpoint_dir(target):
+    # An empty directory (tempfile.mkdtemp(), say) is taken over; anything else that is not a
+    # checkpoint is someone's data and is never replaced.
+    if target.exists() and not _is_checkpoint_dir(target) and not _is_empty_dir(target):
         raise CheckpointError(f"refusing to overwrite {target}: it exists and is not a checkpoint")
     parent = target.parent
     parent.mkdir(parents=True, exist_ok=True)
@@ -280,6 +282,10 @@ def _remove_leftovers(target: Path) -> None:
     # checkpoint is in place. (One writer per checkpoint path is assumed.)
     for p in _leftovers(target):
         shutil.rmtree(p, ignore_errors=True)
+
+
+def _is_empty_dir(path: Path) -> bool:
+    return path.is_dir() and not any(path.iterdir())
 
 
 def _is_checkpoint_dir(path: Path) -> bool:

@@ -4,7 +4,7 @@ One :class:`RunLogger` per run directory::
 
     run_dir/
       config.yaml      # the resolved config, written once
-      result.jsonl     # one JSON object per result, nested as given (lossless, JSON-safe)
+      result.jsonl     # one JSON object per result, nested as given (strict JSON: NaN -> null)
       progress.csv     # one row per result: scalar values, nested keys flattened with "/"
       events.out.tfevents.*   # TensorBoard scalars (when tensorboard is installed)
 
@@ -123,7 +123,8 @@ class RunLogger:
         if self._closed:
             raise RuntimeError(f"RunLogger for {self.run_dir} is closed")
         safe = to_jsonable(dict(result))
-        self._jsonl.write(json.dumps(safe, allow_nan=True) + "\n")
+        # NaN and infinities are not JSON: other readers (jq, JSON.parse, pandas) reject them
+        self._jsonl.write(json.dumps(_strict_json(safe), allow_nan=False) + "\n")
         self._jsonl.flush()
 
         flat = flatten_dict(safe)
@@ -222,6 +223,17 @@ class RunLogger:
                     and math.isfinite(value):
                 return int(value)
         return self._num_logged
+
+
+def _strict_json(value: Any) -> Any:
+    """``value`` with every non-finite float replaced by None (JSON ``null``)."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict_json(v) for v in value]
+    return value
 
 
 def _csv_cell(value: Any) -> Any:

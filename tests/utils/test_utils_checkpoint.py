@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import OrderedDict
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -158,6 +160,14 @@ def test_refuses_to_overwrite_a_non_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="refusing to overwrite"):
         save_checkpoint(tmp_path / "precious", {"v": 1}, {})
     assert (tmp_path / "precious" / "notes.txt").read_text() == "keep me"
+
+
+def test_saves_into_an_existing_empty_directory(tmp_path):
+    target = Path(tempfile.mkdtemp(dir=tmp_path))  # the common way to get a fresh directory
+    path = save_checkpoint(target, {"v": 3}, {"n": 3})
+    state, meta = load_checkpoint(path)
+    assert state == {"v": 3} and meta["n"] == 3
+    assert sorted(os.listdir(tmp_path)) == [target.name]  # no temporary left beside it
 
 
 def test_clear_load_errors_name_the_path(tmp_path):
