@@ -66,8 +66,12 @@ def importable_by_name(fn: Any) -> bool:
                        if module_name not in (None, "__main__") else None)
         for part in qualname.split("."):
             target = getattr(target, part, None)
+        # a module registered with cloudpickle.register_pickle_by_value (or one inside such
+        # a package) is sent by value: the child may not be able to import it
+        by_value = cloudpickle.list_registry_pickle_by_value()
         known = (isinstance(fn, types.FunctionType) and target is fn
-                 and not cloudpickle.list_registry_pickle_by_value())
+                 and not any(module_name == m or str(module_name).startswith(m + ".")
+                             for m in by_value))
         if len(_BY_REFERENCE) < 4096:
             _BY_REFERENCE[fn] = known
     return known

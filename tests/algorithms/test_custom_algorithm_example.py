@@ -26,7 +26,8 @@ def example():
     spec.loader.exec_module(module)
     # as for a script run as __main__: its functions travel to worker processes by value
     cloudpickle.register_pickle_by_value(module)
-    return module
+    yield module
+    cloudpickle.unregister_pickle_by_value(module)
 
 
 def test_it_registers_and_its_config_is_checked(example):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
+import types
 
 import psutil
 import pytest
@@ -417,3 +419,21 @@ def types_function_in(module_name: str):
     fn.__module__ = module_name
     fn.__qualname__ = "fn"
     return fn
+
+
+def test_functions_of_modules_registered_by_value_are_not_sent_by_name():
+    import cloudpickle
+
+    from rldataflow.runtime import wire
+
+    fn = types_function_in("tests_pkg_by_value.sub")
+    sys.modules.setdefault("tests_pkg_by_value", types.ModuleType("tests_pkg_by_value"))
+    sub = sys.modules.setdefault("tests_pkg_by_value.sub",
+                                 types.ModuleType("tests_pkg_by_value.sub"))
+    sub.fn = fn
+    cloudpickle.register_pickle_by_value(sys.modules["tests_pkg_by_value"])
+    try:
+        assert not wire.importable_by_name(fn)  # inside a by-value package: cloudpickle's path
+        assert wire.importable_by_name(module_level_helper)  # other modules keep the fast path
+    finally:
+        cloudpickle.unregister_pickle_by_value(sys.modules["tests_pkg_by_value"])
