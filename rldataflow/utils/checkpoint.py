@@ -67,6 +67,7 @@ STATE_FILE = "state.pt"
 METADATA_FILE = "metadata.json"
 _RESERVED_METADATA = ("format_version", "created")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
+_INTERRUPTED_SWAP = re.compile(r"^\.(checkpoint_\d+)\.old-[0-9a-f]+$")
 _PAYLOAD_MARK = "rldataflow_state"
 # numpy dtypes torch.from_numpy maps one-to-one; anything else is stored as raw bytes
 _TORCH_NATIVE_KINDS = {"b", "i", "u", "f", "c"}
@@ -284,6 +285,21 @@ def _remove_leftovers(target: Path) -> None:
         shutil.rmtree(p, ignore_errors=True)
 
 
+def _recover_interrupted_swap(target: Path) -> None:
+    # A save killed between moving the old checkpoint aside and moving the new one in leaves
+    # only the aside copy, which is complete: put it back, so "the previous checkpoint" is
+    # still found where it was. Another reader may have done so first (hence the re-check).
+    if target.exists():
+        return
+    aside = [p for p in _leftovers(target) if ".old-" in p.name and _is_checkpoint_dir(p)]
+    if not aside:
+        return
+    newest = max(aside, key=lambda p: (p / METADATA_FILE).stat().st_mtime)
+    with contextlib.suppress(OSError):
+        os.replace(newest, target)
+        _fsync_dir(target.parent)
+
+
 def _is_empty_dir(path: Path) -> bool:
     return path.is_dir() and not any(path.iterdir())
 
@@ -304,12 +320,9 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
         read_metadata("runs/ppo/checkpoint_000010")["iteration"]   # 10
     """
     path = Path(directory)
+    _recover_interrupted_swap(path)
     if not path.exists():
-        hint = ""
-        aside = [p for p in _leftovers(path) if ".old-" in p.name]
-        if aside:
-            hint = f" (an interrupted save left the previous version at {aside[-1]})"
-        raise CheckpointError(f"checkpoint not found: {path}{hint}")
+        raise CheckpointError(f"checkpoint not found: {path}")
     if not path.is_dir():
         raise CheckpointError(f"not a checkpoint directory: {path}")
     meta_file = path / METADATA_FILE
@@ -425,6 +438,10 @@ def list_checkpoints(run_dir: str | os.PathLike[str]) -> list[Path]:
     root = Path(run_dir)
     if not root.is_dir():
         return []
+    for child in list(root.iterdir()):
+        interrupted = _INTERRUPTED_SWAP.match(child.name)
+        if interrupted:
+            _recover_interrupted_swap(root / interrupted.group(1))
     found = []
     for child in root.iterdir():
         m = _CHECKPOINT_NAME.match(child.name)
