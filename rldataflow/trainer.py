@@ -27,10 +27,11 @@ from rldataflow.algorithms.registry import (
     register_module,
 )
 from rldataflow.flow import LocalIterator, Plan
+from rldataflow.flow.errors import describe_exception
 from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
 from rldataflow.runtime import Runtime
 from rldataflow.startup import make_runtime
-from rldataflow.utils.checkpoint import load_checkpoint, save_checkpoint
+from rldataflow.utils.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config, config_to_dict
 from rldataflow.workers import WorkerSet
 
@@ -167,6 +168,13 @@ class Algorithm:
             "time_total_s": self.time_total_s,
             "rldataflow_version": __version__,
         }
+        # Checked after the state was taken: a part that failed before or during it (the
+        # learner thread mid-update, say) may have left it half-updated.
+        failed = self.plan.failure()
+        if failed is not None:
+            part, error = failed
+            raise CheckpointError(f"refusing to checkpoint {directory}: {part} failed: "
+                                  f"{describe_exception(error)}") from error
         return save_checkpoint(directory, state, metadata)
 
     @classmethod

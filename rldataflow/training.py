@@ -109,8 +109,9 @@ class Trainer:
 
     Each result (plus ``time_since_start_s``) goes to a :class:`RunLogger` in ``run_dir``;
     a checkpoint is saved every ``checkpoint_every`` iterations (None: the config's
-    ``checkpoint_every``; 0: only the final one) and always at the end if an iteration ran,
-    even when the run ends by an error or a second Ctrl-C.
+    ``checkpoint_every``; 0: only the final one) and at the end if an iteration ran, also
+    when the run ends by a second Ctrl-C. A run that ends by an error writes no final
+    checkpoint: the error may have struck mid-update, so the last good one stays the latest.
     ``resume=True`` appends to the run directory's logs. ``progress`` shows a
     :class:`ProgressDisplay` on ``stream`` (default ``sys.stdout``), and ``summary`` prints the
     closing lines (reason, checkpoint, run directory) there. ``stop_algorithm=True`` stops
@@ -169,6 +170,7 @@ class Trainer:
         sigint = _SigintHandler(self) if self._can_handle_sigint() else None
         previous = signal.signal(signal.SIGINT, sigint) if sigint else None
         result: dict[str, Any] = {}
+        failed = False
         try:
             while True:
                 if self._stop_requested.is_set():
@@ -195,6 +197,12 @@ class Trainer:
                     break
                 if self.checkpoint_every and algo.iteration % self.checkpoint_every == 0:
                     algo.save(checkpoint_path(self.run_dir, algo.iteration))
+        except BaseException as e:
+            # A failure mid-iteration (the learner thread raised, a worker could not be
+            # replaced) may leave half-updated weights: no final checkpoint then, so the run
+            # dir keeps its last good one.
+            failed = not isinstance(e, KeyboardInterrupt)
+            raise
         finally:
             if sigint:
                 # The final checkpoint and the shutdown must not be cut short.
@@ -202,7 +210,7 @@ class Trainer:
             try:
                 if display:
                     display.close()
-                if algo.iteration > start_iteration:
+                if algo.iteration > start_iteration and not failed:
                     outcome.checkpoint = algo.save(checkpoint_path(self.run_dir, algo.iteration))
                     if self.summary:
                         self._print_summary(stream, outcome, result, start)

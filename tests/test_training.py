@@ -7,6 +7,7 @@ import signal
 import threading
 
 import pytest
+import torch
 
 import rldataflow
 from rldataflow.training import StopConditions, Trainer, TrainingOutcome, run
@@ -98,3 +99,42 @@ def test_stop_algorithm_stops_it_even_when_training_fails(tmp_path):
                 stop_algorithm=True)
         assert algo._stopped
     assert list_checkpoints(tmp_path) == []
+
+
+def test_learner_thread_death_is_one_error_and_keeps_the_last_good_checkpoint(tmp_path):
+    from rldataflow.flow import OperatorError
+    from rldataflow.trainer import Algorithm
+    from rldataflow.utils.checkpoint import CheckpointError
+
+    with rldataflow.build("impala", **SMALL, learner_thread=True,
+                          checkpoint_every=1) as algo:
+        learner = algo.plan.learner
+        real_learn = learner.thread.learn_fn
+        calls = []
+
+        def learn_then_fail(batch):
+            calls.append(1)
+            if len(calls) > 6:
+                with torch.no_grad():  # the failed update leaves bad weights behind
+                    for p in learner.policy.model.parameters():
+                        p.fill_(float("nan"))
+                raise FloatingPointError("loss is nan")
+            return real_learn(batch)
+
+        learner.thread.learn_fn = learn_then_fail
+        with pytest.raises((OperatorError, CheckpointError)) as err:
+            run(algo, tmp_path, StopConditions(stop_iters=1000), progress=False)
+    # either the plan saw the dead thread first, or a checkpoint refused the failed plan
+    message = str(err.value)
+    assert "\n" not in message
+    assert "impala-learner" in message and "FloatingPointError: loss is nan" in message
+    assert isinstance(err.value.__cause__, FloatingPointError)
+
+    saved = list_checkpoints(tmp_path)
+    assert saved, "no checkpoint was written before the failure"
+    restored = Algorithm.restore(saved[-1])
+    try:
+        for p in restored.workers.local_worker().policy.model.parameters():
+            assert torch.isfinite(p).all()
+    finally:
+        restored.stop()

@@ -347,6 +347,15 @@ class VTraceLearner:
         if self.thread is not None and self.thread.ident is None:
             self.thread.start()
 
+    @property
+    def name(self) -> str:
+        return self.thread.name if self.thread is not None else "learner"
+
+    @property
+    def error(self) -> BaseException | None:
+        """What ended the learner thread, if it failed."""
+        return self.thread.error if self.thread is not None else None
+
     def stop(self) -> None:
         if self.thread is not None:
             self.thread.stop()

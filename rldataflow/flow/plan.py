@@ -23,7 +23,8 @@ logger = logging.getLogger(__name__)
 
 @runtime_checkable
 class Resource(Protocol):
-    """Something a plan owns: stopped with the plan (``start`` is optional)."""
+    """Something a plan owns: stopped with the plan (``start`` is optional, and so is an
+    ``error`` attribute: the exception that ended it, e.g. :class:`LearnerThread`'s)."""
 
     def stop(self) -> None: ...
 
@@ -96,6 +97,21 @@ class Plan(Generic[T]):
     @property
     def started(self) -> bool:
         return self._started
+
+    def failure(self) -> tuple[str, BaseException] | None:
+        """``(which resource, its exception)`` for the first owned resource that failed, else
+        ``None``. A failed plan's state may be half-updated: checkpoints refuse it. Example::
+
+            failed = plan.failure()   # ("thread 'impala-learner'", FloatingPointError(...))
+        """
+        for resource in self.resources:
+            error = getattr(resource, "error", None)
+            if isinstance(error, BaseException):
+                name = getattr(resource, "name", None)
+                label = f"thread {name!r}" if isinstance(resource, threading.Thread) else (
+                    f"{type(resource).__name__} {name!r}" if name else type(resource).__name__)
+                return label, error
+        return None
 
     # -- inspection -----------------------------------------------------------------------
     @property
