@@ -47,12 +47,10 @@ from rldataflow.ops import (
 )
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.losses import actor_critic_loss
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass

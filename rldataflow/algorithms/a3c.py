@@ -25,14 +25,13 @@ from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.flow import Plan
 from rldataflow.ops import ApplyGradients, AsyncGradients, StandardMetricsReporting
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
 __all__ = ["Config", "a2c_loss", "plan", "policy_factory"]
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass

@@ -67,13 +67,11 @@ from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR
 from rldataflow.ops.weights import SyncWeights
 from rldataflow.runtime import ActorHandle
 from rldataflow.runtime.actor_pool import ActorPool
-from rldataflow.utils.config import ConfigError
+from rldataflow.utils.config import ConfigError, describe_field
 from rldataflow.workers import RolloutWorker, WorkerSet
 from rldataflow.workers.worker_set import RESTART_SEED_STRIDE
 
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
@@ -89,7 +87,7 @@ class Config(QConfig):
     buffer_size: int = field(
         default=100_000, metadata=_h("replay capacity in rows, split evenly over the shards"))
     learning_starts: int = field(
-        default=5_000, metadata=_h("rows stored (over all shards) before replay starts"))
+        default=5_000, metadata=_h("rows stored (over all shards) before replay starts", ge=0))
     target_network_update_freq: int = field(
         default=4_000, metadata=_h("copy the online net to the target net every this many "
                                     "rows trained"))
@@ -107,7 +105,7 @@ class Config(QConfig):
                                  "on a small machine a cheap env then outruns the learner)"))
     exploration_epsilon: float = field(
         default=0.4, metadata=_h("eps of eps_i = eps ** (1 + alpha * i / (N - 1))"))
-    exploration_alpha: float = field(default=7.0, metadata=_h("alpha of that formula"))
+    exploration_alpha: float = field(default=7.0, metadata=_h("alpha of that formula", ge=0))
     exploration_per: Literal["env", "worker"] = field(
         default="env", metadata=_h("who is an actor i of that formula: each env copy, or each "
                                    "worker (all its envs share eps_i)"))

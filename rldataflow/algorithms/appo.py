@@ -36,15 +36,14 @@ from rldataflow.policies import TorchPolicy
 from rldataflow.policies.kl_controller import AdaptiveKLCoeff
 from rldataflow.policies.learner import Learner
 from rldataflow.policies.losses import actor_critic_loss
-from rldataflow.utils.config import ConfigError
+from rldataflow.utils.config import ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
 TARGET_LOGP = "target_logp"
 TARGET_DIST_INPUTS = "target_dist_inputs"
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
@@ -56,8 +55,8 @@ class Config(impala.Config):
         default=1, metadata=_h("learner updates (train batches) between target network "
                                "updates"))
     use_kl_loss: bool = field(default=False, metadata=_h("add the adaptive KL penalty"))
-    kl_coeff: float = field(default=1.0, metadata=_h("initial KL penalty weight"))
-    kl_target: float = field(default=0.01, metadata=_h("KL the adaptive penalty aims for"))
+    kl_coeff: float = field(default=1.0, metadata=_h("initial KL penalty weight", ge=0))
+    kl_target: float = field(default=0.01, metadata=_h("KL the adaptive penalty aims for", gt=0))
 
     def validate(self) -> None:
         super().validate()

@@ -42,7 +42,7 @@ from rldataflow.algorithms.registry import get_algorithm, module_of, register_al
 from rldataflow.flow import Concurrently, Plan
 from rldataflow.ops import ParallelRollouts, SelectExperiences, StandardMetricsReporting
 from rldataflow.policies.policy_spec import POLICY_SEED_STRIDE
-from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, build_config, describe_field
 from rldataflow.workers import WorkerSet
 
 #: Rollout rounds a branch may run ahead of the slowest one (``duplicate``'s ``max_buffered``).
@@ -58,8 +58,7 @@ SHARED_KEYS = ("env", "env_config", "runtime", "runtime_options", "num_workers",
                "log_level", "policies", "policy_mapping_fn")
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass

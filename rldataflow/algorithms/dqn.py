@@ -56,6 +56,7 @@ from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data import SampleBatch as SB
+from rldataflow.envs import UnsupportedSpaceError
 from rldataflow.flow import Concurrently, LocalIterator, Plan
 from rldataflow.ops import (
     BroadcastWeights,
@@ -69,15 +70,14 @@ from rldataflow.ops import (
 )
 from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR
 from rldataflow.policies import QModel, TorchPolicy, compute_nstep
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
 #: Columns a DQN transition keeps after n-step postprocessing (the rest is not shipped/stored).
 TRANSITION_COLUMNS = (SB.OBS, SB.ACTIONS, SB.REWARDS, SB.NEXT_OBS, SB.TERMINATEDS, SB.DISCOUNTS)
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
@@ -103,7 +103,7 @@ class QConfig(AlgorithmConfig):
     prioritized_replay_beta: float = field(
         default=0.4, metadata=_h("initial importance-weight exponent beta"))
     learning_starts: int = field(
-        default=1000, metadata=_h("rows in replay before the first SGD step"))
+        default=1000, metadata=_h("rows in replay before the first SGD step", ge=0))
     target_network_update_freq: int = field(
         default=250, metadata=_h("copy the online net to the target net every this many env "
                                  "steps sampled (DQN) / rows trained (Ape-X)"))
@@ -140,13 +140,13 @@ class Config(QConfig):
         default=16.0, metadata=_h("replayed rows per sampled row (None: one train batch per "
                                   "sample round)"))
     final_prioritized_replay_beta: float = field(
-        default=1.0, metadata=_h("beta reached after beta_annealing_steps env steps"))
+        default=1.0, metadata=_h("beta reached after beta_annealing_steps env steps", ge=0, le=1))
     beta_annealing_steps: int = field(
-        default=100_000, metadata=_h("env steps over which beta is annealed linearly"))
+        default=100_000, metadata=_h("env steps over which beta is annealed linearly", ge=0))
     initial_epsilon: float = field(default=1.0, metadata=_h("exploration epsilon at step 0"))
     final_epsilon: float = field(default=0.04, metadata=_h("exploration epsilon at the end"))
     epsilon_timesteps: int = field(
-        default=10_000, metadata=_h("env steps over which epsilon is annealed linearly"))
+        default=10_000, metadata=_h("env steps over which epsilon is annealed linearly", ge=0))
     min_steps_per_iteration: int = field(
         default=1000, metadata=_h("report a result only after at least this many env steps"))
 
@@ -237,8 +237,9 @@ class DQNPolicy(TorchPolicy):
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Discrete,
                  config: Mapping[str, Any] | None = None, seed: int | None = None) -> None:
         if not isinstance(action_space, spaces.Discrete):
-            raise ValueError(f"DQN and Ape-X need a Discrete action space, but the env's is "
-                             f"{action_space}; for continuous actions use ppo, appo or impala")
+            raise UnsupportedSpaceError(
+                f"DQN and Ape-X need a Discrete action space, but the env's is {action_space}; "
+                "for continuous actions use ppo, appo or impala")
         cfg = {**self.DEFAULTS, **dict(config or {})}
         super().__init__(observation_space, action_space, cfg, loss_fn=dqn_loss,
                          postprocess_fn=nstep_postprocess, model_factory=q_model_factory,

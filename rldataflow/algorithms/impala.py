@@ -64,15 +64,14 @@ from rldataflow.ops.weights import SyncWeights
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.runtime import ActorHandle
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
 #: Column the learner adds: V-trace's clipped importance weights min(rho_bar, pi/mu).
 CLIPPED_RHOS = "vtrace_clipped_rhos"
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
@@ -96,22 +95,22 @@ class Config(AlgorithmConfig):
     minibatch_size: int | None = field(
         default=256, metadata=_h("rows per SGD step within a pass (None: the whole batch)"))
     vtrace_clip_rho_threshold: float | None = field(
-        default=1.0, metadata=_h("rho-bar: clip of the importance weights in the targets"))
+        default=1.0, metadata=_h("rho-bar: clip of the importance weights in the targets", gt=0))
     vtrace_clip_c_threshold: float | None = field(
-        default=1.0, metadata=_h("c-bar: clip of the trace-cutting weights"))
+        default=1.0, metadata=_h("c-bar: clip of the trace-cutting weights", gt=0))
     vtrace_clip_pg_rho_threshold: float | None = field(
-        default=1.0, metadata=_h("rho-bar of the policy-gradient importance weights"))
+        default=1.0, metadata=_h("rho-bar of the policy-gradient importance weights", gt=0))
     vtrace_lambda: float = field(
         default=1.0, metadata=_h("lambda multiplying the traces c_s (1.0: the paper's V-trace)"))
-    vf_loss_coeff: float = field(default=0.5, metadata=_h("weight of the value loss"))
-    entropy_coeff: float = field(default=0.01, metadata=_h("weight of the entropy bonus"))
-    grad_clip: float | None = field(default=0.5, metadata=_h("max global gradient norm"))
+    vf_loss_coeff: float = field(default=0.5, metadata=_h("weight of the value loss", ge=0))
+    entropy_coeff: float = field(default=0.01, metadata=_h("weight of the entropy bonus", ge=0))
+    grad_clip: float | None = field(default=0.5, metadata=_h("max global gradient norm", gt=0))
     vf_share_layers: bool = field(default=False, metadata=_h("one trunk for policy and value"))
     action_mode: Literal["clip", "squash"] = field(
         default="clip", metadata=_h("Box actions: clip a Gaussian sample, or tanh-squash it"))
     init_log_std: float = field(default=0.0, metadata=_h("initial log std of Box actions"))
     reward_scale: float = field(
-        default=1.0, metadata=_h("rewards are multiplied by this on the learner"))
+        default=1.0, metadata=_h("rewards are multiplied by this on the learner", gt=0))
     learner_thread: bool = field(
         default=True, metadata=_h("learn in a driver thread, overlapping sampling (False: "
                                   "learn in-line, deterministic on the inline runtime)"))

@@ -29,12 +29,10 @@ from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import ConcatBatches, ParallelRollouts, StandardMetricsReporting, TrainOneStep
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.losses import actor_critic_loss
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass

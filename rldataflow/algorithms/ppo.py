@@ -37,12 +37,10 @@ from rldataflow.policies import TorchPolicy
 from rldataflow.policies.kl_controller import AdaptiveKLCoeff
 from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.policy_spec import policy_config
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
-
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+_h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
@@ -65,7 +63,7 @@ class Config(AlgorithmConfig):
     entropy_coeff: float = field(default=0.0, metadata=_h("weight of the entropy bonus"))
     kl_coeff: float = field(default=0.0, metadata=_h("initial KL penalty weight (0: off)"))
     kl_target: float = field(default=0.01, metadata=_h("KL the adaptive penalty aims for"))
-    grad_clip: float | None = field(default=0.5, metadata=_h("max global gradient norm"))
+    grad_clip: float | None = field(default=0.5, metadata=_h("max global gradient norm", gt=0))
     vf_share_layers: bool = field(default=False, metadata=_h("one trunk for policy and value"))
     action_mode: Literal["clip", "squash"] = field(
         default="clip", metadata=_h("Box actions: clip a Gaussian sample, or tanh-squash it"))

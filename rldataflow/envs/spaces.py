@@ -23,6 +23,8 @@ import gymnasium
 import numpy as np
 from gymnasium import spaces
 
+from rldataflow.envs.registry import EnvError
+
 __all__ = [
     "ObsPreprocessor",
     "UnsupportedSpaceError",
@@ -33,8 +35,8 @@ __all__ = [
 ]
 
 
-class UnsupportedSpaceError(ValueError):
-    """A space rldataflow cannot handle (the message names it)."""
+class UnsupportedSpaceError(EnvError):
+    """A space rldataflow (or an algorithm) cannot handle (the message names it)."""
 
 
 def is_image_space(space: gymnasium.Space) -> bool:

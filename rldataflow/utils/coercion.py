@@ -61,6 +61,7 @@ def _build(cls: type[C], overrides: Mapping[str, Any], base: C | None, from_cli:
         tp = hints.get(key, Any)
         current = getattr(base, key) if base is not None else _default_of(f)
         converted[key] = _convert_field(full_key, value, tp, current, from_cli)
+        _check_bounds(full_key, converted[key], f.metadata)
     try:
         if base is None:
             return cls(**converted)
@@ -92,6 +93,26 @@ def _convert_field(key: str, value: Any, tp: Any, current: Any, from_cli: bool) 
     else:
         expected = _type_name(tp)
     raise ConfigError(f"config key {key!r} expects {expected}, got {_describe(value)}")
+
+
+#: Field metadata keys of numeric bounds (see :func:`rldataflow.utils.config.describe_field`).
+BOUNDS = {"ge": (">=", lambda v, b: v >= b), "gt": (">", lambda v, b: v > b),
+          "le": ("<=", lambda v, b: v <= b), "lt": ("<", lambda v, b: v < b)}
+
+
+def _check_bounds(key: str, value: Any, metadata: Mapping[str, Any]) -> None:
+    # None (an Optional field switched off) and non-numbers (a schedule, say) have no bounds;
+    # NaN fails every comparison, so it is refused wherever a bound is declared.
+    if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        return
+    if value != value:  # NaN: meaningless as a setting, and it slips past "x < 0" checks
+        raise ConfigError(f"config key {key!r} must be a number, got nan")
+    for name, (_, holds) in BOUNDS.items():
+        bound = metadata.get(name)
+        if bound is not None and not holds(value, bound):
+            rules = " and ".join(f"{BOUNDS[n][0]} {metadata[n]:g}" for n in BOUNDS
+                                 if metadata.get(n) is not None)
+            raise ConfigError(f"config key {key!r} must be {rules}, got {_short_repr(value)}")
 
 
 def _dataclass_arm(tp: Any) -> type | None:

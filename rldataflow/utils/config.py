@@ -41,6 +41,7 @@ __all__ = [
     "AlgorithmConfig",
     "ConfigError",
     "build_config",
+    "describe_field",
     "config_help",
     "config_to_dict",
     "load_yaml_config",
@@ -56,8 +57,22 @@ C = TypeVar("C")
 _MAPPING_MODES = ("shared", "by_agent")
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def describe_field(text: str, *, ge: float | None = None, gt: float | None = None,
+                   le: float | None = None, lt: float | None = None) -> dict[str, Any]:
+    """Metadata of a config field: its help text and the numeric bounds :func:`build_config`
+    enforces (with one line naming the key). Example::
+
+        lr: float = field(default=3e-4, metadata=describe_field("learning rate", gt=0))
+        build_config(MyConfig, {"lr": -1})   # ConfigError: config key 'lr' must be > 0, got -1.0
+    """
+    meta: dict[str, Any] = {"help": text}
+    for name, bound in (("ge", ge), ("gt", gt), ("le", le), ("lt", lt)):
+        if bound is not None:
+            meta[name] = bound
+    return meta
+
+
+_help = describe_field
 
 
 @dataclass
@@ -102,7 +117,7 @@ class AlgorithmConfig:
         default=64, metadata=_help("env steps per sub-environment in one sample() call")
     )
     seed: int = field(
-        default=0, metadata=_help("base seed; each worker derives its own from it")
+        default=0, metadata=_help("base seed; each worker derives its own from it", ge=0)
     )
     gamma: float = field(default=0.99, metadata=_help("discount factor in [0, 1]"))
     lr: float = field(default=3e-4, metadata=_help("learning rate"))
