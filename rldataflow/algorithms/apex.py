@@ -231,8 +231,7 @@ class ApexPlan(Plan):
 
 def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     policy = workers.local_worker().policy
-    pool = make_replay_shards(workers.runtime, config)
-    shards = pool.actors
+    shards = make_replay_shards(workers.runtime, config)
     learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size)
 
     rollouts = ParallelRollouts(workers, mode="async", num_async=config.num_async_rollouts)
@@ -256,12 +255,13 @@ def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     results = StandardMetricsReporting(train_op, workers,
                                        min_time_s=config.min_time_s_per_iteration,
                                        min_steps=config.min_steps_per_iteration)
-    return ApexPlan(results, learner, pool)
+    return ApexPlan(results, learner, shards)
 
 
 def make_replay_shards(runtime: Any, config: Config) -> ActorPool:
     """``num_replay_shards`` ReplayActors, each with an equal part of the capacity. A dead
-    shard is an error naming it: the replay ops do not yet re-route to a replacement."""
+    shard is replaced by an empty one (``restart_failed_workers``, the one failure policy of
+    every actor kind) or is an error naming it."""
     n = config.num_replay_shards
     make_buffer(config, capacity=1)  # validates the replay settings before starting actors
 
@@ -274,8 +274,8 @@ def make_replay_shards(runtime: Any, config: Config) -> ActorPool:
             seed=config.seed + 7919 * i + RESTART_SEED_STRIDE * restarts,
             name=f"ReplayActor-{i}")
 
-    return ActorPool(runtime, n, make, restart_failed=False, ready_method=None,
-                     kind="replay shard")
+    return ActorPool(runtime, n, make, restart_failed=config.restart_failed_workers,
+                     ready_method=None, kind="replay shard")
 
 
 @register_algorithm("apex")

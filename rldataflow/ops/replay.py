@@ -38,7 +38,8 @@ from rldataflow.flow.errors import creation_site
 from rldataflow.flow.local_iterator import from_local_iterable
 from rldataflow.flow.provenance import source_actor
 from rldataflow.flow.signals import waiting_on_plan
-from rldataflow.runtime.base import ActorHandle, Future
+from rldataflow.runtime.actor_pool import ActorPool
+from rldataflow.runtime.base import ActorDiedError, ActorHandle, Future
 
 __all__ = ["TD_ERROR", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",
            "UpdatePriorities"]
@@ -48,6 +49,8 @@ __all__ = ["TD_ERROR", "Replay", "ReplayActor", "StoreToReplayBuffer", "Throttle
 TD_ERROR = "td_error"
 #: Counter of rows handed to replay buffers by StoreToReplayBuffer (in this plan's Metrics).
 ROWS_ADDED = "replay_rows_added"
+#: Rows that were on their way to, or held by, a replay shard that died (lost with it).
+ROWS_LOST = "replay_rows_lost"
 
 #: Fire-and-forget calls to one shard kept unanswered at most; beyond that the oldest is awaited
 #: (back-pressure on a shard that falls behind, and its errors surface instead of vanishing).
@@ -147,19 +150,30 @@ def _update(buffer: ReplayBuffer, batch_indexes: Any, td_errors: Any) -> None:
 
 
 class _PendingCalls:
-    """Fire-and-forget calls per actor, bounded: the oldest is awaited past ``limit``."""
+    """Fire-and-forget calls per actor, bounded: the oldest is awaited past ``limit``.
 
-    def __init__(self, limit: int = MAX_PENDING_CALLS) -> None:
+    ``on_death(actor, error)`` (if given) is told when an awaited call finds its actor dead;
+    the actor's other pending calls are dropped with it (it cannot answer them)."""
+
+    def __init__(self, limit: int = MAX_PENDING_CALLS,
+                 on_death: Callable[[ActorHandle, ActorDiedError], None] | None = None) -> None:
         self.limit = limit
+        self.on_death = on_death
         self.calls: dict[int, deque[Future]] = {}
 
     def add(self, actor: ActorHandle, fut: Future) -> None:
         pending = self.calls.setdefault(actor.actor_id, deque())
         pending.append(fut)
-        while len(pending) > self.limit:
-            pending.popleft().result()  # raises the actor's error, if any
-        while pending and not actor.runtime.completes_on_demand and pending[0].done():
-            pending.popleft().result()
+        try:
+            while len(pending) > self.limit:
+                pending.popleft().result()  # raises the actor's error, if any
+            while pending and not actor.runtime.completes_on_demand and pending[0].done():
+                pending.popleft().result()
+        except ActorDiedError as error:
+            if self.on_death is None:
+                raise
+            self.calls.pop(actor.actor_id, None)
+            self.on_death(actor, error)
 
 
 class StoreToReplayBuffer(Operator):
@@ -167,20 +181,25 @@ class StoreToReplayBuffer(Operator):
 
     Passes the batch on. Adds to shards are asynchronous (at most ``MAX_PENDING_CALLS``
     unanswered per shard; calls on an actor run in order, so a later ``replay`` on that shard
-    sees the rows). Counts ``replay_rows_added``. Example::
+    sees the rows). Counts ``replay_rows_added``. Given an :class:`ActorPool` of shards, a
+    dead shard is handed to the pool's failure policy (replaced, empty, or the run fails
+    naming it); the rows it held or was sent are counted in ``replay_rows_lost``. Example::
 
         store_op = rollouts.for_each(StoreToReplayBuffer(local_buffer=buffer))
-        store_op = rollouts.for_each(StoreToReplayBuffer(actors=replay_shards))
+        store_op = rollouts.for_each(StoreToReplayBuffer(actors=replay_shard_pool))
     """
 
     def __init__(self, local_buffer: ReplayBuffer | None = None,
-                 actors: Sequence[ActorHandle] | None = None) -> None:
+                 actors: Sequence[ActorHandle] | ActorPool | None = None) -> None:
         if (local_buffer is None) == (not actors):
             raise ValueError("StoreToReplayBuffer needs exactly one of local_buffer= or actors=")
         self.local_buffer = local_buffer
-        self.actors = list(actors or [])
+        self.pool = actors if isinstance(actors, ActorPool) else None
+        # a pool replaces dead actors in place in its own list: keep that list, not a copy
+        self.actors = self.pool.actors if self.pool is not None else list(actors or [])
         self._next = 0
-        self._pending = _PendingCalls()
+        self._rows_sent: dict[Any, int] = {}
+        self._pending = _PendingCalls(on_death=self._shard_died if self.pool else None)
 
     @property
     def op_name(self) -> str:
@@ -195,13 +214,27 @@ class StoreToReplayBuffer(Operator):
         else:
             actor = self.actors[self._next % len(self.actors)]
             self._next += 1
-            self._pending.add(actor, actor.call("add", batch))
+            self._rows_sent[actor.actor_id] = self._rows_sent.get(actor.actor_id, 0) + batch.count
+            try:
+                call = actor.call("add", batch)
+            except ActorDiedError as error:
+                if self.pool is None:
+                    raise
+                self._shard_died(actor, error)
+            else:
+                self._pending.add(actor, call)
         self.metrics.counters[ROWS_ADDED] += batch.count
         return batch
 
+    def _shard_died(self, actor: ActorHandle, error: ActorDiedError) -> None:
+        assert self.pool is not None
+        self.pool.replace_dead(-1, actor, error)  # (a pool finds the slot itself)
+        # A shard's rows die with it (those sent to it, at most its capacity, are gone).
+        self.metrics.counters[ROWS_LOST] += self._rows_sent.pop(actor.actor_id, 0)
+
 
 def Replay(*, local_buffer: ReplayBuffer | None = None,
-           actors: Sequence[ActorHandle] | None = None, batch_size: int = 32,
+           actors: Sequence[ActorHandle] | ActorPool | None = None, batch_size: int = 32,
            beta: BetaSpec = 0.4, learning_starts: int = 0,
            num_async: int = 4,
            training_intensity: float | None = None) -> LocalIterator[SampleBatch]:
@@ -221,7 +254,9 @@ def Replay(*, local_buffer: ReplayBuffer | None = None,
     they are ready, ``num_async`` requests in flight per shard. Nothing is requested before
     StoreToReplayBuffer in the same plan has stored ``learning_starts`` rows (the plan's
     ``replay_rows_added`` counter), so an empty shard is not polled. Pair with
-    ``.zip_with_source_actor()`` to know which shard each batch came from.
+    ``.zip_with_source_actor()`` to know which shard each batch came from. Given an
+    :class:`ActorPool`, a dead shard goes to the pool's failure policy; a replacement starts
+    empty and answers "not yet" (skipped) until it holds its own ``learning_starts`` rows.
 
     Example: ``Replay(local_buffer=buffer, batch_size=64, learning_starts=1000)``
     """
@@ -236,7 +271,7 @@ def Replay(*, local_buffer: ReplayBuffer | None = None,
     if training_intensity is not None:
         raise ValueError("Replay(training_intensity=) needs local_buffer= (throttle shards with "
                          "ThrottleSampling)")
-    return _actor_replay(list(actors or []), num_async, learning_starts, site)
+    return _actor_replay(actors or [], num_async, learning_starts, site)
 
 
 def _local_replay(buffer: ReplayBuffer, batch_size: int, beta: BetaSpec,
@@ -272,10 +307,12 @@ def _local_replay(buffer: ReplayBuffer, batch_size: int, beta: BetaSpec,
     return node
 
 
-def _actor_replay(actors: list[ActorHandle], num_async: int, learning_starts: int,
-                  site: str) -> LocalIterator[SampleBatch]:
-    gathered = (from_actors(actors, "replay", name=f"Replay({len(actors)} shards)")
-                .gather_async(num_async=num_async))
+def _actor_replay(actors: Sequence[ActorHandle] | ActorPool, num_async: int,
+                  learning_starts: int, site: str) -> LocalIterator[SampleBatch]:
+    on_failure = actors.replace_dead if isinstance(actors, ActorPool) else None
+    shards = list(actors)
+    gathered = (from_actors(shards, "replay", name=f"Replay({len(shards)} shards)")
+                .gather_async(num_async=num_async, on_failure=on_failure))
     node = gathered.for_each(_ShardReplayGate(learning_starts))
     node.site = site
     return node
@@ -330,7 +367,12 @@ class UpdatePriorities(Operator):
 
     def __init__(self, local_buffer: ReplayBuffer | None = None) -> None:
         self.local_buffer = local_buffer
-        self._pending = _PendingCalls()
+        # A shard that died took its rows along: their priorities have nowhere to go. (Its
+        # death is the store and replay streams' to handle, by the pool's failure policy.)
+        self._pending = _PendingCalls(on_death=lambda actor, error: self._dropped())
+
+    def _dropped(self) -> None:
+        self.metrics.counters["priority_updates_dropped"] += 1
 
     @property
     def op_name(self) -> str:
@@ -350,7 +392,11 @@ class UpdatePriorities(Operator):
             if actor is None:
                 raise ValueError("UpdatePriorities without a local buffer needs the source shard "
                                  "of each batch (use zip_with_source_actor())")
-            self._pending.add(actor, actor.call("update_priorities", indexes, td))
+            try:
+                self._pending.add(actor, actor.call("update_priorities", indexes, td))
+            except ActorDiedError:
+                self._dropped()
+                return item
         self.metrics.counters["num_priority_updates"] += 1
         return item
 

@@ -63,6 +63,9 @@ class ActorPool:
         self.kind = kind
         self.num_restarts = 0
         self.restarts_of = [0] * size
+        # actor_id of a replaced actor -> its slot: a second report of the same death (two
+        # streams used that actor) gets the replacement, not a second restart
+        self._replaced: dict[Any, int] = {}
         #: the live actors, by slot; replaced in place, so holders of this list see the new ones
         self.actors: list[ActorHandle] = []
         try:
@@ -102,13 +105,18 @@ class ActorPool:
     def replace_dead(self, shard_index: int, actor: ActorHandle,
                      error: ActorDiedError) -> ActorHandle:
         """Replace the dead ``actor`` (the ``on_failure`` callback of gathers); returns the
-        new actor. Raises ``error`` when restarts are off or the actor is not in the pool."""
+        new actor. The same death reported again (by another stream that used the actor)
+        returns the same replacement. Raises ``error`` when restarts are off or the actor was
+        never in the pool."""
         if not self.restart_failed:
             raise error
+        if actor.actor_id in self._replaced:
+            return self.actors[self._replaced[actor.actor_id]]
         try:
             slot = self.slot_of(actor)
         except KeyError:
             raise error from None
+        self._replaced[actor.actor_id] = slot
         self.restarts_of[slot] += 1
         self.num_restarts += 1
         logger.warning("%s; restarting the %s (restart #%d)", error, self.kind,

@@ -143,7 +143,8 @@ class AlgorithmConfig:
         default=0, metadata=_help("save a checkpoint every N iterations; 0 = only the final one")
     )
     restart_failed_workers: bool = field(
-        default=True, metadata=_help("recreate a dead rollout worker instead of failing the run")
+        default=True, metadata=_help("recreate a dead actor (rollout worker, replay shard, "
+                                     "aggregator) instead of failing the run")
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = field(
         default="INFO", metadata=_help("logging level of the rldataflow loggers")

@@ -160,3 +160,51 @@ def test_apex_learns_cartpole():
           f"{result['env_steps_sampled']} env steps, {wall:.0f}s")
     assert result["episode_return_mean"] >= 300, result["episode_return_mean"]
     assert result["env_steps_sampled"] <= 400_000 + 10_000
+
+
+def _kill_replay_shard(algo, slot: int) -> None:
+    import os
+    import signal
+
+    shard = algo.plan.replay_shards[slot]
+    os.kill(algo.workers.runtime.pid(shard), signal.SIGKILL)
+
+
+def test_a_killed_replay_shard_is_replaced_empty_and_training_goes_on():
+    with rldataflow.build("apex", env="CartPole-v1", runtime="process", seed=0,
+                          **QUICK) as algo:
+        check_running(algo, 2)
+        old = algo.plan.replay_shards[0]
+        before = algo.train()
+        _kill_replay_shard(algo, 0)
+        results = [algo.train() for _ in range(4)]
+        assert algo.plan.shards.num_restarts == 1
+        new = algo.plan.replay_shards[0]
+        assert new.actor_id != old.actor_id
+        # the replacement started empty and was refilled; the learner trains from it again
+        for _ in range(20):  # (once it holds its own learning_starts rows)
+            stats = new.call("stats").result()
+            if stats["num_replayed"] > 0:
+                break
+            results.append(algo.train())
+        assert 0 < stats["num_added"] < results[-1]["env_steps_sampled"]
+        assert stats["num_replayed"] > 0
+        counters = [before["counters"]] + [r["counters"] for r in results]
+        for key in ("env_steps_sampled", "env_steps_trained", "num_grad_updates",
+                    "replay_rows_added"):
+            values = [c[key] for c in counters]
+            assert values == sorted(values), key  # monotone through the death
+        assert results[-1]["env_steps_trained"] > before["env_steps_trained"]
+        lost = results[-1]["counters"]["replay_rows_lost"]
+        assert 0 < lost <= before["env_steps_sampled"]
+
+
+def test_a_killed_replay_shard_without_restarts_is_one_error_naming_it():
+    with rldataflow.build("apex", env="CartPole-v1", runtime="process", seed=0,
+                          restart_failed_workers=False, **QUICK) as algo:
+        check_running(algo, 2)
+        _kill_replay_shard(algo, 1)
+        with pytest.raises(Exception, match="ReplayActor-1") as err:
+            for _ in range(10):
+                algo.train()
+        assert "SIGKILL" in str(err.value)
