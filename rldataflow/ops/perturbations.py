@@ -1,0 +1,83 @@
+"""Black-box optimizer sources: perturbation results from the workers, as a stream.
+
+ES and ARS (``algorithms/es.py``, ``algorithms/ars.py``) read
+:class:`~rldataflow.workers.perturbation_worker.PerturbationResult` s instead of sample
+batches. Workers evaluate pairs as fast as they can (``gather_async``: no worker waits for
+another's long episode); after the driver updates ``theta``, results still in flight were
+computed around the old ``theta`` and are dropped (:class:`DropStale`), so every update uses
+only perturbations of the parameters it changes.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from rldataflow.flow import LocalIterator, Operator, from_actors
+from rldataflow.flow.accumulate import AccumulateUntil
+from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.workers import WorkerSet
+from rldataflow.workers.perturbation_worker import PerturbationResult
+
+__all__ = ["CollectPerturbations", "DropStale", "PerturbationRollouts", "RecordPerturbations"]
+
+
+class RecordPerturbations(Operator):
+    """Count env steps and episodes, and keep the perturbed episodes' returns and lengths."""
+
+    op_name = "RecordPerturbations"
+
+    def __call__(self, result: PerturbationResult) -> PerturbationResult:
+        counters = self.metrics.counters
+        counters["env_steps_sampled"] += result.count
+        counters["episodes_total"] += result.num_episodes
+        counters["perturbation_pairs"] += len(result.noise_indices)
+        self.metrics.record_many("episode_return", result.returns.reshape(-1).tolist())
+        self.metrics.record_many("episode_len", result.lengths.reshape(-1).tolist())
+        return result
+
+
+class DropStale(Operator):
+    """Filter: keep results made with the local worker's current weights version; counts the
+    others under ``stale_pairs_dropped``. Example: ``results.filter(DropStale(workers))``"""
+
+    op_name = "DropStale"
+
+    def __init__(self, workers: WorkerSet) -> None:
+        self.workers = workers
+
+    def __call__(self, result: PerturbationResult) -> bool:
+        if result.weights_version == self.workers.local_worker().weights_version:
+            return True
+        self.metrics.counters["stale_pairs_dropped"] += len(result.noise_indices)
+        return False
+
+
+def PerturbationRollouts(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]:
+    """Perturbation results of the current ``theta`` from all workers, as they are ready.
+
+    ``num_async`` requests are in flight per worker; dead workers are replaced (current
+    weights) and their requests reissued. With no remote workers the local worker evaluates.
+    Example::
+
+        results = PerturbationRollouts(workers)      # PerturbationResult, current version only
+    """
+    if workers.remote_workers():
+        par = from_actors(workers.remote_workers(), "sample", runtime=workers.runtime,
+                          name=f"PerturbationRollouts({workers.num_remote_workers} workers)")
+        source = par.gather_async(num_async=num_async, on_failure=workers.replace_dead_worker)
+    else:
+        local = workers.local_worker()
+        source = from_local_iterable(lambda: (local.sample() for _ in itertools.count()),
+                                     name="PerturbationRollouts(local worker)")
+    return source.for_each(RecordPerturbations()).filter(DropStale(workers))
+
+
+def CollectPerturbations(min_pairs: int = 1, min_steps: int = 0) -> AccumulateUntil:
+    """Group results until at least ``min_pairs`` pairs and ``min_steps`` env steps; use with
+    ``for_each``, then ``PerturbationResult.concat``. Example::
+
+        PerturbationRollouts(workers).for_each(CollectPerturbations(50, 10_000))
+    """
+    return AccumulateUntil({"pairs": (lambda r: len(r.noise_indices), min_pairs),
+                            "steps": (lambda r: r.count, min_steps)})
