@@ -221,3 +221,46 @@ def test_dead_worker_is_replaced_and_training_goes_on():
         # the replacement works with the current weights
         np.testing.assert_array_equal(replacement.call("get_weights").result()["theta"],
                                       algo.workers.local_worker().policy.theta)
+
+
+# -- the worker's options --------------------------------------------------------------------------
+def _worker(index: int, noise, **kwargs):
+    from rldataflow.workers.perturbation_worker import PerturbationWorker
+
+    return PerturbationWorker("Pendulum-v1", noise=noise, noise_stdev=1e-9, seed=5,
+                              worker_index=index, policy_options={"hiddens": (8,)}, **kwargs)
+
+
+@pytest.mark.parametrize("common", [True, False])
+def test_common_env_seeds_give_every_worker_the_same_start_states(common):
+    """With a negligible sigma every pair's return is theta's return from its start state:
+    equal on two workers exactly when they share the env seeds."""
+    from rldataflow.data.noise_table import NoiseTable
+
+    noise = NoiseTable.create(10_000, seed=0)
+    try:
+        a, b = (_worker(i, noise, common_env_seeds=common) for i in (1, 2))
+        ra, rb = a.sample(), b.sample()
+        assert ra.returns[0, 0] == pytest.approx(ra.returns[0, 1])  # a pair shares its seed
+        assert bool(ra.returns[0, 0] == pytest.approx(rb.returns[0, 0])) is common
+        # same version again: the same start states with common seeds, fresh ones without
+        assert bool(a.sample().returns[0, 0] == pytest.approx(ra.returns[0, 0])) is common
+        a.set_weights(a.get_weights(), version=1)  # a new version: new start states
+        assert a.sample().returns[0, 0] != pytest.approx(ra.returns[0, 0])
+    finally:
+        noise.release()
+
+
+def test_rollouts_per_perturbation_average_several_episodes():
+    from rldataflow.data.noise_table import NoiseTable
+
+    noise = NoiseTable.create(10_000, seed=0)
+    try:
+        worker = _worker(1, noise, rollouts_per_perturbation=3, pairs_per_sample=2,
+                         max_episode_steps=20)
+        r = worker.sample()
+        assert r.returns.shape == (2, 2) and r.rollouts == 3
+        assert r.num_episodes == 12 and r.count == 12 * 20
+        assert worker.num_steps_sampled == 240
+    finally:
+        noise.release()
