@@ -9,8 +9,9 @@ worker reports ``(i, return+, return-)``; the driver rebuilds the same vector fr
 The table is a :class:`~rldataflow.runtime.shared_array.SharedArray`: every worker process
 maps the creator's memory read-only, so eight workers cost one table, not eight, and a
 handle sent to a worker is a few hundred bytes. This covers the ``inline`` and ``process``
-runtimes and Ray actors on the driver's machine; Ray actors on other nodes cannot map the
-driver's memory (putting the table in Ray's object store for them is not done yet).
+runtimes and Ray actors on the driver's machine. A worker on another machine (a Ray cluster
+node) cannot map the driver's memory: it regenerates the table from the seed, once per
+process (the same numbers; putting one copy per node in Ray's object store is not done yet).
 
 Example::
 
@@ -21,6 +22,8 @@ Example::
 """
 
 from __future__ import annotations
+
+import socket
 
 import numpy as np
 
@@ -46,10 +49,14 @@ class NoiseTable:
     returns read-only views.
     """
 
-    def __init__(self, shared: SharedArray, size: int, seed: int) -> None:
+    def __init__(self, shared: SharedArray, size: int, seed: int,
+                 host: str | None = None) -> None:
         self.shared: SharedArray = shared
         self.size = int(size)
         self.seed = int(seed)
+        #: the machine whose shared memory holds the table
+        self.host = host or socket.gethostname()
+        self._regenerated: np.ndarray | None = None
 
     @classmethod
     def create(cls, size: int, seed: int = 0) -> NoiseTable:
@@ -63,8 +70,19 @@ class NoiseTable:
 
     @property
     def noise(self) -> np.ndarray:
-        """The whole table (read-only)."""
-        return self.shared.array
+        """The whole table (read-only): the shared memory, or on another machine a copy
+        regenerated from the seed."""
+        if self.host == socket.gethostname():
+            return self.shared.array
+        if self._regenerated is None:
+            arr = np.empty(self.size, dtype=np.float32)
+            _fill_gaussian(arr, self.seed)
+            arr.flags.writeable = False
+            self._regenerated = arr
+        return self._regenerated
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_regenerated": None}  # never ship the numbers
 
     def get(self, index: int, dim: int) -> np.ndarray:
         """Perturbation ``index`` of a ``dim``-vector: ``noise[index : index + dim]``."""

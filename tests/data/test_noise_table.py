@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from rldataflow.data.noise_table import NoiseTable
-from rldataflow.runtime import get_runtime
 from rldataflow.runtime.shared_array import SharedArray, shared_memory_dir
 
 
@@ -61,24 +60,23 @@ def test_handle_is_small_and_does_not_own(table):
     assert np.array_equal(copy.get(10, 5), table.get(10, 5))
 
 
-def test_two_worker_processes_share_one_memory(table):
-    with get_runtime("process") as rt:
-        readers = [rt.create_actor(_Reader, table) for _ in range(2)]
-        infos = [r.call("where").result() for r in readers]
-        assert len({i["pid"] for i in infos} | {os.getpid()}) == 3
-        for info in infos:
-            assert info["path"] == table.shared.path and info["mapped"] and info["is_memmap"]
-            assert not info["writeable"] and not info["owner"]
-        before = [r.call("read", 1000, 3).result() for r in readers]
-        assert before[0] == before[1] == table.get(1000, 3).tolist()
-        # Write through the creator's file: if each worker held a copy, they would not see it.
-        writable = np.memmap(table.shared.path, dtype=np.float32, mode="r+",
-                             shape=(table.size,))
-        writable[1000:1003] = [7.0, 8.0, 9.0]
-        writable.flush()
-        del writable
-        after = [r.call("read", 1000, 3).result() for r in readers]
-        assert after == [[7.0, 8.0, 9.0]] * 2
+def test_two_worker_processes_share_one_memory(table, remote_runtime):
+    """Process runtime, and Ray actors on this machine (marker ``ray``)."""
+    readers = [remote_runtime.create_actor(_Reader, table) for _ in range(2)]
+    infos = [r.call("where").result() for r in readers]
+    assert len({i["pid"] for i in infos} | {os.getpid()}) == 3
+    for info in infos:
+        assert info["path"] == table.shared.path and info["mapped"] and info["is_memmap"]
+        assert not info["writeable"] and not info["owner"]
+    before = [r.call("read", 1000, 3).result() for r in readers]
+    assert before[0] == before[1] == table.get(1000, 3).tolist()
+    # Write through the creator's file: if each worker held a copy, they would not see it.
+    writable = np.memmap(table.shared.path, dtype=np.float32, mode="r+", shape=(table.size,))
+    writable[1000:1003] = [7.0, 8.0, 9.0]
+    writable.flush()
+    del writable
+    after = [r.call("read", 1000, 3).result() for r in readers]
+    assert after == [[7.0, 8.0, 9.0]] * 2
 
 
 def test_release_removes_the_memory_but_open_views_stay_valid():
@@ -108,3 +106,17 @@ def test_shared_array_fill_error_leaves_no_file():
     with pytest.raises(RuntimeError, match="fill failed"):
         SharedArray.create((10,), np.float32, boom, prefix="rldataflow-test-boom")
     assert not [f for f in os.listdir(shared_memory_dir()) if f.startswith("rldataflow-test-boom")]
+
+
+def test_a_worker_on_another_machine_regenerates_the_same_numbers(table):
+    remote = pickle.loads(pickle.dumps(table))
+    remote.host = "some-other-node"  # as if unpickled on a cluster node without the file
+    remote.shared = SharedArray("/nonexistent/rldataflow-noise", remote.shared.shape,
+                                remote.shared.dtype)
+    assert np.array_equal(remote.noise, table.noise)
+    assert not remote.noise.flags.writeable
+    assert len(pickle.dumps(remote)) < 1_000  # the regenerated copy is not shipped on
+    local_again = pickle.loads(pickle.dumps(table))
+    local_again.shared = SharedArray("/nonexistent/x", (10,), "float32")
+    with pytest.raises(FileNotFoundError, match="is gone"):
+        _ = local_again.noise  # on the creator's machine a missing file is an error, not hidden
