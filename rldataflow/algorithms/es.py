@@ -157,7 +157,7 @@ class ESUpdate(Operator):
 
 def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     train_op = (PerturbationRollouts(workers, num_async=config.num_async)
-                .for_each(CollectPerturbations(min_pairs=(config.episodes_per_batch + 1) // 2,
+                .for_each(CollectPerturbations(min_episodes=config.episodes_per_batch,
                                                min_steps=config.train_batch_size))
                 .for_each(PerturbationResult.concat)
                 .for_each(ESUpdate(workers, config))

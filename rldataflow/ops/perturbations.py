@@ -73,11 +73,14 @@ def PerturbationRollouts(workers: WorkerSet, num_async: int = 1) -> LocalIterato
     return source.for_each(RecordPerturbations()).filter(DropStale(workers))
 
 
-def CollectPerturbations(min_pairs: int = 1, min_steps: int = 0) -> AccumulateUntil:
-    """Group results until at least ``min_pairs`` pairs and ``min_steps`` env steps; use with
-    ``for_each``, then ``PerturbationResult.concat``. Example::
+def CollectPerturbations(min_pairs: int = 0, min_episodes: int = 0,
+                         min_steps: int = 0) -> AccumulateUntil:
+    """Group results until at least ``min_pairs`` pairs, ``min_episodes`` episodes and
+    ``min_steps`` env steps (each list holds at least one result); use with ``for_each``, then
+    ``PerturbationResult.concat``. Example::
 
-        PerturbationRollouts(workers).for_each(CollectPerturbations(50, 10_000))
+        PerturbationRollouts(workers).for_each(CollectPerturbations(min_episodes=100))
     """
     return AccumulateUntil({"pairs": (lambda r: len(r.noise_indices), min_pairs),
+                            "episodes": (lambda r: r.num_episodes, min_episodes),
                             "steps": (lambda r: r.count, min_steps)})

@@ -264,3 +264,25 @@ def test_rollouts_per_perturbation_average_several_episodes():
         assert worker.num_steps_sampled == 240
     finally:
         noise.release()
+
+
+@pytest.mark.parametrize("name", ["es", "ars"])
+def test_every_config_field_is_documented(name):
+    import dataclasses
+
+    from rldataflow.trainer import algorithm_module
+    from rldataflow.utils.config import config_help
+
+    cls = algorithm_module(name).Config
+    text = config_help(cls)
+    for f in dataclasses.fields(cls):
+        line = next(row for row in text.splitlines() if row.split()[0] == f.name)
+        assert len(line.split()) > 3, f"{name}.Config.{f.name} has no help text"
+
+
+def test_es_counts_episodes_with_several_rollouts_per_perturbation():
+    with rldataflow.build("es", **{**SMALL, "num_workers": 0}, episodes_per_batch=12,
+                          rollouts_per_perturbation=3) as algo:
+        r = algo.train()
+        assert r["learner"]["pairs"] == 2  # 2 pairs x 2 signs x 3 rollouts = 12 episodes
+        assert r["episodes_total"] == 12
