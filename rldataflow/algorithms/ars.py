@@ -28,16 +28,17 @@ from typing import Any
 import numpy as np
 
 from rldataflow.algorithms.base import AlgorithmBuilder
-from rldataflow.algorithms.es import (
-    merge_obs_stats,
-    perturbation_noise,
-    perturbation_workers,
-    validate_perturbation_config,
-)
+from rldataflow.algorithms.es import validate_perturbation_config
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.flow import Operator, Plan
 from rldataflow.ops import BroadcastWeights, StandardMetricsReporting
-from rldataflow.ops.perturbations import CollectPerturbations, PerturbationRollouts
+from rldataflow.ops.perturbations import (
+    CollectPerturbations,
+    PerturbationRollouts,
+    merge_obs_stats,
+    perturbation_noise,
+    perturbation_workers,
+)
 from rldataflow.runtime import Runtime
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet

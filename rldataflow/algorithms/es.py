@@ -29,14 +29,19 @@ import numpy as np
 
 from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.registry import register_algorithm
-from rldataflow.data.noise_table import NoiseTable
 from rldataflow.flow import Operator, Plan
 from rldataflow.ops import BroadcastWeights, StandardMetricsReporting
-from rldataflow.ops.perturbations import CollectPerturbations, PerturbationRollouts
+from rldataflow.ops.perturbations import (
+    CollectPerturbations,
+    PerturbationRollouts,
+    merge_obs_stats,
+    perturbation_noise,
+    perturbation_workers,
+)
 from rldataflow.runtime import Runtime
 from rldataflow.utils.config import AlgorithmConfig, ConfigError
 from rldataflow.workers import WorkerSet
-from rldataflow.workers.perturbation_worker import PerturbationResult, PerturbationWorker
+from rldataflow.workers.perturbation_worker import PerturbationResult
 
 __all__ = ["Config", "ESUpdate", "centered_ranks", "es_gradient", "plan"]
 
@@ -111,21 +116,6 @@ def es_gradient(returns: np.ndarray, noise: np.ndarray) -> np.ndarray:
     return (ranks[:, 0] - ranks[:, 1]) @ noise / returns.size
 
 
-def perturbation_noise(noise: NoiseTable, indices: np.ndarray, dim: int) -> np.ndarray:
-    """The ``(n, dim)`` noise rows of ``indices``."""
-    return np.stack([noise.get(int(i), dim) for i in indices]).astype(np.float64)
-
-
-def merge_obs_stats(policy: Any, result: PerturbationResult) -> None:
-    """Fold the workers' observation statistics into the policy's and freeze them for the
-    next iteration's rollouts (no-op without observation normalization)."""
-    if policy.obs_normalization and result.obs_stats:
-        from rldataflow.data.running_stats import RunningMeanStd
-
-        policy.obs_stats.merge(RunningMeanStd.from_state(result.obs_stats))
-        policy.freeze_obs_stats()
-
-
 class ESUpdate(Operator):
     """Centered-rank gradient, weight decay and an Adam step on the local worker's ``theta``;
     the new weights get the next version. Emits ``(result, learner stats)``."""
@@ -166,25 +156,6 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
                                          min_time_s=config.min_time_s_per_iteration,
                                          min_steps=config.min_steps_per_iteration),
                 resources=[workers.local_worker().noise])
-
-
-def perturbation_workers(config: Any, runtime: Runtime, policy_options: dict[str, Any]
-                         ) -> WorkerSet:
-    """The noise table and the :class:`PerturbationWorker` s of an ES / ARS config."""
-    noise = NoiseTable.create(config.noise_size, seed=config.seed)
-    kwargs = dict(env=config.env, env_config=config.env_config, noise=noise,
-                  policy_options=policy_options, noise_stdev=config.noise_stdev,
-                  pairs_per_sample=config.pairs_per_sample,
-                  rollouts_per_perturbation=config.rollouts_per_perturbation,
-                  common_env_seeds=config.common_env_seeds,
-                  max_episode_steps=config.max_episode_steps, seed=config.seed)
-    try:
-        return WorkerSet(runtime, config.num_workers, kwargs,
-                         restart_failed=config.restart_failed_workers,
-                         worker_cls=PerturbationWorker)
-    except BaseException:
-        noise.release()
-        raise
 
 
 @register_algorithm("es")

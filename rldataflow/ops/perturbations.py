@@ -13,13 +13,19 @@ from __future__ import annotations
 import itertools
 from typing import Any
 
+import numpy as np
+
+from rldataflow.data.noise_table import NoiseTable
+from rldataflow.data.running_stats import RunningMeanStd
 from rldataflow.flow import LocalIterator, Operator, from_actors
 from rldataflow.flow.accumulate import AccumulateUntil
 from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.runtime import Runtime
 from rldataflow.workers import WorkerSet
-from rldataflow.workers.perturbation_worker import PerturbationResult
+from rldataflow.workers.perturbation_worker import PerturbationResult, PerturbationWorker
 
-__all__ = ["CollectPerturbations", "DropStale", "PerturbationRollouts", "RecordPerturbations"]
+__all__ = ["CollectPerturbations", "DropStale", "PerturbationRollouts", "RecordPerturbations",
+           "merge_obs_stats", "perturbation_noise", "perturbation_workers"]
 
 
 class RecordPerturbations(Operator):
@@ -84,3 +90,35 @@ def CollectPerturbations(min_pairs: int = 0, min_episodes: int = 0,
     return AccumulateUntil({"pairs": (lambda r: len(r.noise_indices), min_pairs),
                             "episodes": (lambda r: r.num_episodes, min_episodes),
                             "steps": (lambda r: r.count, min_steps)})
+
+
+def perturbation_noise(noise: NoiseTable, indices: np.ndarray, dim: int) -> np.ndarray:
+    """The ``(n, dim)`` noise rows of ``indices``."""
+    return np.stack([noise.get(int(i), dim) for i in indices]).astype(np.float64)
+
+
+def merge_obs_stats(policy: Any, result: PerturbationResult) -> None:
+    """Fold the workers' observation statistics into the policy's and freeze them for the
+    next iteration's rollouts (no-op without observation normalization)."""
+    if policy.obs_normalization and result.obs_stats:
+        policy.obs_stats.merge(RunningMeanStd.from_state(result.obs_stats))
+        policy.freeze_obs_stats()
+
+
+def perturbation_workers(config: Any, runtime: Runtime, policy_options: dict[str, Any]
+                         ) -> WorkerSet:
+    """The noise table and the :class:`PerturbationWorker` s of an ES / ARS config."""
+    noise = NoiseTable.create(config.noise_size, seed=config.seed)
+    kwargs = dict(env=config.env, env_config=config.env_config, noise=noise,
+                  policy_options=policy_options, noise_stdev=config.noise_stdev,
+                  pairs_per_sample=config.pairs_per_sample,
+                  rollouts_per_perturbation=config.rollouts_per_perturbation,
+                  common_env_seeds=config.common_env_seeds,
+                  max_episode_steps=config.max_episode_steps, seed=config.seed)
+    try:
+        return WorkerSet(runtime, config.num_workers, kwargs,
+                         restart_failed=config.restart_failed_workers,
+                         worker_cls=PerturbationWorker)
+    except BaseException:
+        noise.release()
+        raise
