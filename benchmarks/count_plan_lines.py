@@ -23,14 +23,16 @@ from pathlib import Path
 from typing import Any
 
 #: plan lines (all / code) of the Ray RLlib 1.0 execution plans (docs/REFERENCE table), and
-#: the lines of the helpers outside the plan that the table names (all lines only).
+#: the lines of the helpers outside the plan that the table names (all lines only); None:
+#: Ray 1.0's version had no execution plan (ES and ARS were imperative ``_train`` loops).
 RAY_1_0 = {"pg": (14, 7, 0), "a2c": (25, 18, 0), "a3c": (9, 4, 0), "ppo": (51, 30, 0),
            "dqn": (64, 45, 0), "apex": (98, 71, 23), "impala": (36, 24, 68),
-           "appo": (36, 24, 68), "composite": (55, 44, 0), "ppo_and_dqn": (55, 44, 0)}
+           "appo": (36, 24, 68), "composite": (55, 44, 0), "ppo_and_dqn": (55, 44, 0),
+           "es": None, "ars": None}
 #: name -> (module or file path, plan function)
 ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
-                           "composite")}
+                           "composite", "es", "ars")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -112,14 +114,17 @@ def main() -> None:
     rows = []
     for name in ALGORITHMS:
         c = count(name)
-        ray_all, ray_code, ray_helpers = RAY_1_0[name]
         both = Count(c["plan"].all + c["helpers"].all, c["plan"].code + c["helpers"].code)
+        if RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
+            ray_cell, ratio = "- (imperative)", "-"
+        else:
+            ray_all, ray_code, ray_helpers = RAY_1_0[name]
+            ray_cell = f"{ray_all} / {ray_code}" + (f" (+{ray_helpers})" if ray_helpers else "")
+            ratio = f"{both.code / ray_code:.2f}"
         rows.append((name, f"{c['plan'].all} / {c['plan'].code}",
                      ", ".join(c["helper_names"]) or "-",
                      f"{both.all} / {both.code}",
-                     f"{c['file'].all} / {c['file'].code}",
-                     f"{ray_all} / {ray_code}" + (f" (+{ray_helpers})" if ray_helpers else ""),
-                     f"{both.code / ray_code:.2f}"))
+                     f"{c['file'].all} / {c['file'].code}", ray_cell, ratio))
     if args.markdown:
         print("| " + " | ".join(header) + " |")
         print("|" + "---|" * len(header))

@@ -38,6 +38,8 @@ BUILTIN: dict[str, str] = {
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
     "composite": "rldataflow.algorithms.composite",
+    "es": "rldataflow.algorithms.es",
+    "ars": "rldataflow.algorithms.ars",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

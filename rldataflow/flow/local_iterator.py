@@ -225,6 +225,8 @@ class LocalIterator(Generic[T]):
                 if item is NOT_READY:
                     yield item
                     continue
+                if isinstance(fn, Operator):
+                    fn.metrics = node.metrics
                 try:
                     keep = fn(item)
                 except (OperatorError, FlowError):
