@@ -38,6 +38,8 @@ BUILTIN: dict[str, str] = {
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
     "composite": "rldataflow.algorithms.composite",
+    "marwil": "rldataflow.algorithms.marwil",
+    "bc": "rldataflow.algorithms.marwil",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

@@ -372,12 +372,17 @@ class RolloutWorker(WorkerBase):
                     capped = max_episode_steps is not None and steps >= max_episode_steps
                     done = term or trunc or capped
                     if collect:
+                        boot = (self.policy.value(pre([raw]))[0]
+                                if trunc and not term and SampleBatch.VF_PREDS in extras
+                                else np.float32(0.0))
                         steps_cols.append({
                             SampleBatch.OBS: obs[0], SampleBatch.ACTIONS: action[0],
                             SampleBatch.REWARDS: np.float32(reward),
                             SampleBatch.TERMINATEDS: bool(term),
                             SampleBatch.TRUNCATEDS: bool(trunc or (capped and not term)),
                             **{k: v[0] for k, v in extras.items()}})
+                        if SampleBatch.VF_PREDS in extras:  # V(final obs) on truncation
+                            steps_cols[-1][SampleBatch.BOOTSTRAP_VALUE] = np.float32(boot)
                 cols = None
                 if collect:
                     cols = {k: np.stack([c[k] for c in steps_cols]) for k in steps_cols[0]}
