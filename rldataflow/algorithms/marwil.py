@@ -190,6 +190,30 @@ def returns_to_go(gamma: float):
     return postprocess
 
 
+class CheckDatasetSpaces:
+    """Fail with one line when the dataset's rows do not fit the policy's spaces."""
+
+    __name__ = "CheckDatasetSpaces"
+
+    def __init__(self, workers: WorkerSet, path: str) -> None:
+        policy = workers.local_worker().policy
+        self.obs_shape = tuple(policy.observation_space.shape)
+        space = policy.action_space
+        self.action_shape = tuple(space.shape or ())
+        self.path = path
+
+    def __call__(self, batch: SB) -> SB:
+        obs_shape = tuple(batch[SB.OBS].shape[1:])
+        if obs_shape != self.obs_shape:
+            raise ConfigError(f"dataset {self.path}: observations have shape {obs_shape}, but "
+                              f"the env's (preprocessed) observations have {self.obs_shape}")
+        act_shape = tuple(batch[SB.ACTIONS].shape[1:])
+        if act_shape != self.action_shape:
+            raise ConfigError(f"dataset {self.path}: actions have shape {act_shape}, but the "
+                              f"env's actions have {self.action_shape}")
+        return batch
+
+
 def policy_factory(config: Config):
     policy_config = dict(
         hiddens=config.hiddens, activation=config.activation, lr=config.lr,
@@ -218,6 +242,7 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
                            postprocess=returns_to_go(config.gamma) if needs_returns else None)
+    batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     train_op = training_flow(batches, workers, config)
     if config.evaluation_interval and config.evaluation_num_episodes:
         # the workers get the weights only to evaluate (EvaluateOnWorkers syncs them)
