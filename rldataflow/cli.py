@@ -4,6 +4,8 @@
     rldataflow train dqn --env CartPole-v1 --set lr=5e-4 --set hiddens=[128,128]
     rldataflow train ppo --resume runs/ppo_CartPole-v1_20261122-101500
     rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
+    rldataflow record runs/ppo_CartPole-v1_20261122-101500 --episodes 100 --out data/cartpole
+    rldataflow train bc --set input=data/cartpole --stop-return 450
     rldataflow config ppo          # every config key, its type, default and meaning
     rldataflow plan ppo            # the algorithm's dataflow, as a tree
     rldataflow train --config examples/ppo_and_dqn.yaml   # PPO + DQN in one plan (composite)
@@ -62,6 +64,19 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("path", help="checkpoint directory, or a run directory (latest)")
     evaluate.add_argument("--episodes", type=int, default=10)
 
+    record = sub.add_parser("record", help="roll out a checkpoint into an offline dataset",
+                            description="Run episodes with a trained policy and write their "
+                                        "steps to a dataset directory (docs/offline.md).")
+    record.add_argument("path", help="checkpoint directory, or a run directory (latest)")
+    record.add_argument("--episodes", type=int, default=100, help="episodes to record")
+    record.add_argument("--out", required=True, metavar="DIR", help="dataset directory")
+    record.add_argument("--format", choices=["parquet", "json"], default="parquet")
+    record.add_argument("--max-rows-per-file", type=int, default=10_000, metavar="N")
+    record.add_argument("--num-workers", type=int, default=0,
+                        help="record on N worker processes in parallel (default: in this one)")
+    record.add_argument("--no-explore", action="store_true",
+                        help="take the policy's most likely action instead of sampling")
+
     config = sub.add_parser("config", help="show an algorithm's config keys and defaults")
     config.add_argument("algo")
 
@@ -85,7 +100,8 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    handlers = {"train": _train, "evaluate": _evaluate, "config": _config, "plan": _plan,
+    handlers = {"train": _train, "evaluate": _evaluate, "record": _record, "config": _config,
+                "plan": _plan,
                 "plot": _plot, "list": _list}
     try:
         return handlers[args.command](args)
@@ -100,13 +116,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _report_error(exc: BaseException) -> int:
+    from rldataflow.data.dataset import DatasetError
     from rldataflow.envs import EnvError
     from rldataflow.flow import FlowError, OperatorError
     from rldataflow.runtime import ActorDiedError
     from rldataflow.utils.checkpoint import CheckpointError
     from rldataflow.utils.config import ConfigError
 
-    if isinstance(exc, (ConfigError, EnvError, CheckpointError)):
+    if isinstance(exc, (ConfigError, EnvError, CheckpointError, DatasetError)):
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if isinstance(exc, (OperatorError, FlowError, ActorDiedError)):
@@ -213,17 +230,51 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
 
 
-def _evaluate(args: argparse.Namespace) -> int:
-    from rldataflow.trainer import Algorithm
+def _checkpoint_of(path: Path) -> Path | None:
+    """``path`` if it is a checkpoint, else the latest checkpoint in the run directory."""
     from rldataflow.utils.checkpoint import latest_checkpoint
 
-    path = Path(args.path)
-    if not (path / "metadata.json").exists():
-        latest = latest_checkpoint(path)
-        if latest is None:
-            print(f"error: no checkpoint in {path}", file=sys.stderr)
-            return EXIT_USAGE
-        path = latest
+    if (path / "metadata.json").exists():
+        return path
+    latest = latest_checkpoint(path)
+    if latest is None:
+        print(f"error: no checkpoint in {path}", file=sys.stderr)
+    return latest
+
+
+def _record(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import Algorithm
+
+    path = _checkpoint_of(Path(args.path))
+    if path is None:
+        return EXIT_USAGE
+    if args.episodes < 1 or args.num_workers < 0:
+        print("error: --episodes must be >= 1 and --num-workers >= 0", file=sys.stderr)
+        return EXIT_USAGE
+    from rldataflow.startup import make_runtime
+
+    start = time.perf_counter()
+    runtime = make_runtime("inline" if args.num_workers == 0 else "process")
+    try:
+        with Algorithm.restore(path, runtime=runtime, num_workers=args.num_workers,
+                               output=None) as algo:
+            info = algo.record(args.episodes, args.out, format=args.format,
+                               max_rows_per_file=args.max_rows_per_file,
+                               explore=not args.no_explore)
+    finally:
+        runtime.shutdown()
+    print(f"recorded {info['episodes']} episodes ({info['rows']:,} steps, mean return "
+          f"{info['episode_return_mean']:.1f}) from {path} into {args.out} "
+          f"({len(info['files'])} files, {time.perf_counter() - start:.1f}s)")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from rldataflow.trainer import Algorithm
+
+    path = _checkpoint_of(Path(args.path))
+    if path is None:
+        return EXIT_USAGE
     with Algorithm.restore(path, num_workers=0, runtime="inline") as algo:
         result = algo.evaluate(args.episodes)
     for key, value in result.items():

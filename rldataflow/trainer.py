@@ -26,6 +26,7 @@ from rldataflow.algorithms.registry import (
     module_of,
     register_module,
 )
+from rldataflow.data.dataset import DatasetOutput
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.flow.errors import describe_exception
 from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
@@ -145,6 +146,39 @@ class Algorithm:
             "evaluation/episode_return_max": float(arr.max()) if arr.size else math.nan,
             "evaluation/num_episodes": int(arr.size),
         }
+
+    def record(self, num_episodes: int, out: str | os.PathLike[str], format: str = "parquet",
+               max_rows_per_file: int = 10_000, explore: bool = True) -> dict[str, Any]:
+        """Roll out ``num_episodes`` episodes of the current policy into a dataset at ``out``.
+
+        The episodes are split over the remote workers (run in parallel, with the current
+        weights), or run on the local worker when there are none. ``explore``: sample actions
+        (so ``action_logp`` is the behaviour policy's) rather than take the mode. Returns
+        ``{"episodes", "rows", "files", "episode_return_mean"}``. Example::
+
+            with Algorithm.restore("runs/ppo/checkpoint_000020", num_workers=0) as algo:
+                algo.record(100, "data/ppo_cartpole")
+        """
+        output = DatasetOutput(os.fspath(out), format, max_rows_per_file)
+        local = self.workers.local_worker()
+        if not hasattr(local, "record"):
+            raise ConfigError(f"record supports single-agent workers only, not "
+                              f"{type(local).__name__}")
+        remote = self.workers.remote_workers()
+        if not remote:
+            parts = [local.record(num_episodes, output, explore)]
+        else:
+            self.workers.sync_weights(wait=True)
+            shares = [num_episodes // len(remote) + (i < num_episodes % len(remote))
+                      for i in range(len(remote))]
+            futures = [a.call("record", k, output, explore)
+                       for a, k in zip(remote, shares, strict=True) if k]
+            parts = [f.result() for f in futures]
+        episodes = sum(p["episodes"] for p in parts)
+        mean = (sum(p["episode_return_mean"] * p["episodes"] for p in parts if p["episodes"])
+                / episodes if episodes else math.nan)
+        return {"episodes": episodes, "rows": sum(p["rows"] for p in parts),
+                "files": [f for p in parts for f in p["files"]], "episode_return_mean": mean}
 
     # -- checkpoints ----------------------------------------------------------------------------
     def save(self, directory: str | os.PathLike[str]) -> Path:

@@ -41,7 +41,8 @@ INTERRUPTED = "interrupted (Ctrl-C)"
 class StopConditions:
     """When to stop; the first condition met wins, and none given means run until Ctrl-C.
 
-    ``stop_return``: episode_return_mean reached; ``stop_steps``: env steps sampled (in total,
+    ``stop_return``: episode_return_mean reached (``evaluation/episode_return_mean`` for
+    offline algorithms, which sample no episodes); ``stop_steps``: env steps sampled (in total,
     so a resumed run counts the earlier steps); ``stop_time``: seconds since this run started;
     ``stop_iters``: iterations done in this run.
 
@@ -70,6 +71,8 @@ class StopConditions:
     def reason(self, result: dict[str, Any], iters_done: int, elapsed: float) -> str | None:
         """Why to stop after ``result`` (a line for the user), or None to go on."""
         ret = result.get("episode_return_mean", math.nan)
+        if math.isnan(ret):  # offline algorithms sample no episodes; they evaluate
+            ret = result.get("evaluation/episode_return_mean", math.nan)
         if self.stop_return is not None and not math.isnan(ret) and ret >= self.stop_return:
             return f"reached return {ret:.1f} >= {self.stop_return:g}"
         if (self.stop_steps is not None

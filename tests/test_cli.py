@@ -50,6 +50,20 @@ def test_train_writes_a_complete_run_directory_and_resumes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "evaluation/episode_return_mean" in proc.stdout
 
+    data = tmp_path / "data"
+    proc = run("record", str(out), "--episodes", "3", "--out", str(data), "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    assert "recorded 3 episodes" in proc.stdout
+    from rldataflow.data import DatasetReader
+
+    chunks = list(DatasetReader(data).iter_batches())
+    eps = set().union(*(set(c["eps_id"].tolist()) for c in chunks))
+    assert len(eps) == 3
+    assert all(c["terminateds"][-1] or c["truncateds"][-1] for c in chunks)
+
+    proc = run("record", str(tmp_path / "nothing"), "--episodes", "3", "--out", str(data))
+    assert proc.returncode == 2 and "no checkpoint" in proc.stderr
+
 
 @pytest.mark.parametrize("args, needle", [
     (["--set", "lr_rate=0.1"], "did you mean 'lr'"),

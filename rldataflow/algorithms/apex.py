@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.base import AlgorithmBuilder, dataset_output
 from rldataflow.algorithms.dqn import (
     DQNPolicy,
     QConfig,
@@ -168,7 +168,8 @@ def make_workers(config: Config, runtime: Any) -> WorkerSet:
                   exploration_alpha=config.exploration_alpha,
                   exploration_per=config.exploration_per)
     return WorkerSet(runtime, config.num_workers, kwargs,
-                     restart_failed=config.restart_failed_workers, worker_cls=ApexWorker)
+                     restart_failed=config.restart_failed_workers, worker_cls=ApexWorker,
+                     output=dataset_output(config))
 
 
 def SyncWeightsToSource(workers: WorkerSet, max_delay: int) -> SyncWeights:

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+from rldataflow.data.dataset import DatasetOutput
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.policies.policy_spec import policy_factories
 from rldataflow.runtime import Runtime
@@ -66,7 +67,15 @@ def default_workers(config: AlgorithmConfig, runtime: Runtime, policy_factory: A
         kwargs["policy_factory"] = policy_factory
     kwargs.update(worker_kwargs)
     return WorkerSet(runtime, config.num_workers, kwargs,
-                     restart_failed=config.restart_failed_workers, worker_cls=worker_cls)
+                     restart_failed=config.restart_failed_workers, worker_cls=worker_cls,
+                     output=dataset_output(config))
+
+
+def dataset_output(config: AlgorithmConfig) -> DatasetOutput | None:
+    """Where the workers write their sampled batches (the ``output*`` config keys), if set."""
+    if config.output is None:
+        return None
+    return DatasetOutput(config.output, config.output_format, config.output_max_rows_per_file)
 
 
 def as_plan(made: Any, where: str) -> Plan:

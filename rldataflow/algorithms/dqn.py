@@ -52,7 +52,7 @@ import torch
 import torch.nn.functional as F
 from gymnasium import spaces
 
-from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.base import AlgorithmBuilder, dataset_output
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data import SampleBatch as SB
@@ -335,7 +335,8 @@ def worker_kwargs(config: QConfig, factory: Any) -> dict[str, Any]:
 
 def make_workers(config: Config, runtime: Any) -> WorkerSet:
     return WorkerSet(runtime, config.num_workers, worker_kwargs(config, policy_factory(config)),
-                     restart_failed=config.restart_failed_workers)
+                     restart_failed=config.restart_failed_workers,
+                     output=dataset_output(config))
 
 
 def make_buffer(config: QConfig, capacity: int | None = None, seed: int | None = None

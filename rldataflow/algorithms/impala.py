@@ -46,7 +46,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.base import AlgorithmBuilder, dataset_output
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.algorithms.vtrace import next_values_from, trajectory_ends, vtrace
 from rldataflow.data import SampleBatch as SB
@@ -195,7 +195,8 @@ def make_workers(config: Config, runtime: Any, factory: Any = None) -> WorkerSet
                   rollout_fragment_length=config.rollout_fragment_length, seed=config.seed,
                   include_next_obs=True)
     remote = 0 if config.num_aggregation_workers else config.num_workers
-    return WorkerSet(runtime, remote, kwargs, restart_failed=config.restart_failed_workers)
+    return WorkerSet(runtime, remote, kwargs, restart_failed=config.restart_failed_workers,
+                     output=dataset_output(config))
 
 
 # ---------------------------------------------------------------------------------------------

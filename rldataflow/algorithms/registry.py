@@ -40,6 +40,8 @@ BUILTIN: dict[str, str] = {
     "composite": "rldataflow.algorithms.composite",
     "es": "rldataflow.algorithms.es",
     "ars": "rldataflow.algorithms.ars",
+    "marwil": "rldataflow.algorithms.marwil",
+    "bc": "rldataflow.algorithms.marwil",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

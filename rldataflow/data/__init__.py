@@ -10,11 +10,16 @@ Example::
         print(mb.count)   # 4, 4
 """
 
+from rldataflow.data.dataset import DatasetError, DatasetOutput, DatasetReader, DatasetWriter
 from rldataflow.data.replay_buffer import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
 
 __all__ = [
+    "DatasetError",
+    "DatasetOutput",
+    "DatasetReader",
+    "DatasetWriter",
     "LinearSchedule",
     "MinSegmentTree",
     "MultiAgentBatch",

@@ -12,6 +12,7 @@ Example (PPO's plan)::
 
 from rldataflow.ops.aggregation import AggregationWorker, AggregatorSet
 from rldataflow.ops.batching import ConcatBatches, SelectExperiences, StandardizeFields
+from rldataflow.ops.dataset import ShuffleBuffer, WriteToDataset, from_dataset
 from rldataflow.ops.learner_thread import LearnerThread
 from rldataflow.ops.mixin_replay import MixInReplay
 from rldataflow.ops.replay import (
@@ -39,5 +40,5 @@ __all__ = [
     "RecordSampled", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",
     "UpdatePriorities",
     "SelectExperiences", "StandardMetricsReporting", "StandardizeFields", "TrainOneStep",
-    "UpdateTargetNetwork",
+    "UpdateTargetNetwork", "ShuffleBuffer", "WriteToDataset", "from_dataset",
 ]

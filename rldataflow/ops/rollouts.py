@@ -8,6 +8,7 @@ from typing import Any
 from rldataflow.data import SampleBatch
 from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
 from rldataflow.flow.local_iterator import from_local_iterable
+from rldataflow.ops.dataset import WriteToDataset
 from rldataflow.runtime import ActorHandle
 from rldataflow.workers import WorkerSet
 from rldataflow.workers.multi_agent_worker import POLICY_RETURNS_PREFIX
@@ -49,7 +50,10 @@ def ParallelRollouts(workers: WorkerSet, mode: str = "bulk_sync",
     ``async``: batches as each worker finishes one, ``num_async`` requests in flight per worker.
     ``raw``: the underlying ParallelIterator (one shard per worker), for custom gathering.
     With no remote workers the local worker samples. Dead workers are replaced through the
-    WorkerSet (see :meth:`WorkerSet.replace_dead_worker`). Example::
+    WorkerSet (see :meth:`WorkerSet.replace_dead_worker`). When the workers have an ``output``
+    (the ``output`` config key), each worker also writes its batches there
+    (:class:`~rldataflow.ops.dataset.WriteToDataset` on its shard, in its own process), also in
+    ``raw`` mode. Example::
 
         rollouts = ParallelRollouts(workers, mode="bulk_sync")
         batch = next(rollouts)      # num_workers * num_envs * fragment rows
@@ -62,9 +66,13 @@ def ParallelRollouts(workers: WorkerSet, mode: str = "bulk_sync",
         local = workers.local_worker()
         source = from_local_iterable(lambda: (local.sample() for _ in itertools.count()),
                                      name="ParallelRollouts(local worker)")
+        if workers.output is not None:
+            source = source.for_each(WriteToDataset(workers.output))
         return source.for_each(RecordSampled())
     par = from_actors(workers.remote_workers(), "sample", runtime=workers.runtime,
                       name=f"ParallelRollouts({workers.num_remote_workers} workers)")
+    if workers.output is not None:
+        par = par.for_each(WriteToDataset(workers.output))
     if mode == "raw":
         return par
     if mode == "bulk_sync":

@@ -161,6 +161,19 @@ class AlgorithmConfig:
                        "i-th agent) or a callable; None = 'shared'"),
     )
 
+    output: str | None = field(
+        default=None,
+        metadata=_help("directory to also write every sampled batch to, as a dataset of "
+                       "shards (see docs/offline.md); None = don't write"),
+    )
+    output_format: Literal["parquet", "json"] = field(
+        default="parquet", metadata=_help("format of the output dataset's shards "
+                                          "(parquet needs pyarrow: rldataflow[offline])"),
+    )
+    output_max_rows_per_file: int = field(
+        default=10_000, metadata=_help("most rows in one output shard"),
+    )
+
     def validate(self) -> None:
         """Cross-field and range checks; raise :class:`ConfigError` naming the key.
 
@@ -193,6 +206,10 @@ class AlgorithmConfig:
                self.evaluation_num_episodes)
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0",
                self.checkpoint_every)
+        _check(self.output_max_rows_per_file >= 1, "output_max_rows_per_file", "must be >= 1",
+               self.output_max_rows_per_file)
+        if self.output is not None and self.output_format == "parquet":
+            _check_pyarrow("output")
         self._validate_policies()
 
     def _validate_policies(self) -> None:
@@ -240,6 +257,15 @@ class AlgorithmConfig:
             AlgorithmConfig().to_dict()["hiddens"]   # [64, 64]
         """
         return config_to_dict(self)
+
+
+def _check_pyarrow(key: str) -> None:
+    """Parquet datasets need pyarrow; say so naming the key, without importing it."""
+    import importlib.util
+
+    if importlib.util.find_spec("pyarrow") is None:
+        raise ConfigError(f"config key {key!r}: offline datasets need pyarrow: "
+                          'pip install "rldataflow[offline]"')
 
 
 def _check(ok: bool, key: str, rule: str, value: Any) -> None:

@@ -5,12 +5,14 @@ It is a plain class; runtimes turn it into an actor (inline object, local proces
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import os
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium
 import numpy as np
 
+from rldataflow.data.dataset import DatasetOutput
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
@@ -322,29 +324,74 @@ class RolloutWorker(WorkerBase):
         results are reproducible and successive calls see different episodes.
         ``max_episode_steps`` caps episodes of envs without a time limit.
         """
+        return [ret for ret, _ in self._episodes(num_episodes, False, max_episode_steps, False)]
+
+    def record(self, num_episodes: int, output: DatasetOutput, explore: bool = True,
+               max_episode_steps: int | None = None) -> dict[str, Any]:
+        """Run ``num_episodes`` whole episodes with the current policy and write their steps
+        to the dataset ``output`` (see :mod:`rldataflow.data.dataset`).
+
+        ``explore``: sample actions (the default, so ``action_logp`` is the behaviour policy's
+        probability, as off-policy estimates need) or take the distribution's mode. Episodes
+        are seeded like :meth:`evaluate`'s. An episode goes into one shard unless it is longer
+        than ``output.max_rows_per_file``. Returns ``{"episodes", "rows", "files",
+        "episode_return_mean"}``.
+        """
+        writer = output.writer(tag=f"w{self.worker_index}-{os.getpid()}-{os.urandom(3).hex()}")
+        returns = []
+        for ret, cols in self._episodes(num_episodes, explore, max_episode_steps, True):
+            returns.append(ret)
+            n = len(cols[SampleBatch.REWARDS])
+            if writer._held_rows and writer._held_rows + n > output.max_rows_per_file:
+                writer.flush()  # keep each episode in one shard where it fits
+            writer.write(cols)
+        writer.close()
+        return {"episodes": len(returns), "rows": writer.rows_written,
+                "files": [str(f) for f in writer.files],
+                "episode_return_mean": float(np.mean(returns)) if returns else float("nan")}
+
+    def _episodes(self, num_episodes: int, explore: bool, max_episode_steps: int | None,
+                  collect: bool) -> Iterator[tuple[float, dict[str, np.ndarray] | None]]:
+        """``(return, columns or None)`` of each of ``num_episodes`` episodes on a fresh env
+        seeded by :meth:`next_eval_seed`; ``collect`` keeps the steps as dataset columns."""
         env = make_env(self.env_spec, self.env_config)
         pre = obs_preprocessor(env.observation_space)
         seed = self.next_eval_seed()
-        returns: list[float] = []
+        eps_base = (self.worker_index << 40) | ((seed % (1 << 24)) << 12)
         try:
             raw, _ = env.reset(seed=seed)
-            for _ in range(num_episodes):
+            for episode in range(num_episodes):
                 total, steps, done = 0.0, 0, False
+                steps_cols: list[dict[str, Any]] = []
                 while not done:
-                    action, _ = self.policy.compute_actions(pre([raw]), explore=False)
+                    obs = pre([raw])
+                    action, extras = self.policy.compute_actions(obs, explore=explore)
                     raw, reward, term, trunc, _ = env.step(self._to_env_actions(action)[0])
                     total += float(reward)
                     steps += 1
-                    done = (
-                        term
-                        or trunc
-                        or (max_episode_steps is not None and steps >= max_episode_steps)
-                    )
-                returns.append(total)
+                    capped = max_episode_steps is not None and steps >= max_episode_steps
+                    done = term or trunc or capped
+                    if collect:
+                        boot = (self.policy.value(pre([raw]))[0]
+                                if trunc and not term and SampleBatch.VF_PREDS in extras
+                                else np.float32(0.0))
+                        steps_cols.append({
+                            SampleBatch.OBS: obs[0], SampleBatch.ACTIONS: action[0],
+                            SampleBatch.REWARDS: np.float32(reward),
+                            SampleBatch.TERMINATEDS: bool(term),
+                            SampleBatch.TRUNCATEDS: bool(trunc or (capped and not term)),
+                            **{k: v[0] for k, v in extras.items()}})
+                        if SampleBatch.VF_PREDS in extras:  # V(final obs) on truncation
+                            steps_cols[-1][SampleBatch.BOOTSTRAP_VALUE] = np.float32(boot)
+                cols = None
+                if collect:
+                    cols = {k: np.stack([c[k] for c in steps_cols]) for k in steps_cols[0]}
+                    cols[SampleBatch.EPS_ID] = np.full(steps, eps_base + episode, np.int64)
+                    cols[SampleBatch.T] = np.arange(steps, dtype=np.int64)
+                yield total, cols
                 raw, _ = env.reset()
         finally:
             env.close()
-        return returns
 
     def stop(self) -> None:
         """Close the envs."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from rldataflow.data.dataset import DatasetOutput
 from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
 from rldataflow.runtime.actor_pool import ActorPool
 from rldataflow.workers.rollout_worker import RolloutWorker
@@ -39,13 +40,18 @@ class WorkerSet:
             is set per worker: 0 local, 1..N remote).
         restart_failed: replace dead remote workers (otherwise their death is an error).
         worker_cls: the worker class (a RolloutWorker subclass, e.g. a multi-agent one).
+        output: where sampled batches are also written (a
+            :class:`~rldataflow.data.dataset.DatasetOutput`; the ``output`` config key), by
+            each worker for its own batches (``ParallelRollouts`` applies the writing).
     """
 
     def __init__(self, runtime: Runtime, num_workers: int, worker_kwargs: dict[str, Any],
-                 restart_failed: bool = True, worker_cls: type = RolloutWorker) -> None:
+                 restart_failed: bool = True, worker_cls: type = RolloutWorker,
+                 output: DatasetOutput | None = None) -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.runtime = runtime
+        self.output = output
         self.worker_cls = worker_cls
         self.worker_kwargs = dict(worker_kwargs)
         self._local = worker_cls(**self.worker_kwargs, worker_index=0)
