@@ -13,8 +13,9 @@ Per-row outputs of a loss (a 1-D tensor with one entry per row among its stats, 
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from rldataflow.policies.target_network import TargetNetwork
 if TYPE_CHECKING:
     from rldataflow.policies.policy import TorchPolicy
 
-__all__ = ["OPTIMIZERS", "Learner", "MultiLossLearner", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Learner", "MultiLossLearner", "frozen", "make_optimizer"]
 
 #: optimizer names a policy config may choose (``optimizer`` key)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -242,6 +243,23 @@ class Learner:
                 self.kl.value = float(state["kl_coeff"])
 
 
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block, ``module``'s parameters record no gradient (inputs still do). Example::
+
+        with frozen(model.critic):
+            actor_loss = -model.critic(obs, model.actor(obs)).mean()  # reaches the actor only
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
 class MultiLossLearner(Learner):
     """A learner with one loss per named optimizer (e.g. ``actor``, ``critic``, ``alpha``) and
     Polyak-averaged target copies of some of the model's submodules: the learning side of the
@@ -249,10 +267,12 @@ class MultiLossLearner(Learner):
 
     The loss is ``loss_fn(policy, batch_tensors, step) -> (losses, stats)`` with ``losses`` a
     dict ``{optimizer name: scalar loss}`` and ``step`` the index of this update (0, 1, ...).
-    Every loss is differentiated only with respect to its own group's parameters
-    (``torch.autograd.grad``), all from the same weights, and then every optimizer steps: the
-    actor's loss, which goes through the critic, leaves no gradient on the critic. A name left
-    out of ``losses`` is not stepped in that update (TD3's delayed actor). After every
+    All losses are taken from the same weights and back-propagated together (one backward
+    pass of their sum), then each named optimizer steps. So each loss must reach only its own
+    group's parameters: where the actor's loss goes through the critic, the loss computes that
+    critic pass inside :func:`frozen` (the critic's weights then get no gradient from it, the
+    actions still do). A name left out of ``losses`` is not stepped in that update (TD3's
+    delayed actor). After every
     ``target_update_every`` updates each target moves ``target <- tau * online + (1 - tau) *
     target``. Per-row stats (1-D tensors, e.g. ``td_error``) become batch columns.
 
@@ -334,26 +354,22 @@ class MultiLossLearner(Learner):
         rows: dict[str, torch.Tensor] = {}
         with self.lock:
             optimizers = self.optimizers
-            policy.model.train()
             losses, stats = self.loss_fn(policy, tensors, self.num_updates)
             names = [n for n in self.groups if n in losses]
             extra = set(losses) - set(self.groups)
             if extra:
                 raise ValueError(f"the loss returned losses {sorted(extra)} for no optimizer; "
                                  f"the optimizers are {sorted(self.groups)}")
-            grads = {}
-            for i, name in enumerate(names):
-                params = self.groups[name]
-                got = torch.autograd.grad(losses[name], params, allow_unused=True,
-                                          retain_graph=i < len(names) - 1)
-                grads[name] = [torch.zeros_like(p) if g is None else g
-                               for p, g in zip(params, got, strict=True)]
+            for params in self.groups.values():
+                for p in params:
+                    p.grad = None
+            if names:
+                sum(losses[n] for n in names).backward()
             for name in names:
                 params = self.groups[name]
-                for p, g in zip(params, grads[name], strict=True):
-                    p.grad = g
-                out[f"{name}_grad_gnorm"] = float(
-                    torch.nn.utils.clip_grad_norm_(params, max_norm))
+                if clip is not None:
+                    out[f"{name}_grad_gnorm"] = float(
+                        torch.nn.utils.clip_grad_norm_(params, max_norm))
                 optimizers[name].step()
                 out[f"{name}_loss"] = float(losses[name].detach())
             self.num_updates += 1
