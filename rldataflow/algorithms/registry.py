@@ -37,6 +37,7 @@ BUILTIN: dict[str, str] = {
     "apex": "rldataflow.algorithms.apex",
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
+    "sac": "rldataflow.algorithms.sac",
     "composite": "rldataflow.algorithms.composite",
     "es": "rldataflow.algorithms.es",
     "ars": "rldataflow.algorithms.ars",

@@ -19,7 +19,7 @@ from rldataflow.policies.distributions import (
     dist_class_for,
 )
 from rldataflow.policies.kl_controller import AdaptiveKLCoeff
-from rldataflow.policies.learner import Learner, make_optimizer
+from rldataflow.policies.learner import Learner, MultiLossLearner, make_optimizer
 from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.models import CNN, MLP, ActorCriticModel, QModel, init_layer, make_encoder
 from rldataflow.policies.policy import (
@@ -52,6 +52,7 @@ __all__ = [
     "Learner",
     "LossFn",
     "ModelFactory",
+    "MultiLossLearner",
     "MultiCategorical",
     "PostprocessFn",
     "QModel",

@@ -13,8 +13,9 @@ Per-row outputs of a loss (a 1-D tensor with one entry per row among its stats, 
 
 from __future__ import annotations
 
+import contextlib
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -27,7 +28,7 @@ from rldataflow.policies.target_network import TargetNetwork
 if TYPE_CHECKING:
     from rldataflow.policies.policy import TorchPolicy
 
-__all__ = ["OPTIMIZERS", "Learner", "make_optimizer"]
+__all__ = ["OPTIMIZERS", "Learner", "MultiLossLearner", "frozen", "make_optimizer"]
 
 #: optimizer names a policy config may choose (``optimizer`` key)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
@@ -212,9 +213,12 @@ class Learner:
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state, target weights and the KL coefficient (torch.load-safe types)."""
         with self.lock:
-            state: dict[str, Any] = {"optimizer": self.optimizer.state_dict()}
-            if len(self.optimizers) > 1:
-                state["optimizers"] = {k: o.state_dict() for k, o in self.optimizers.items()}
+            optimizers = self.optimizers
+            state: dict[str, Any] = {}
+            if "default" in optimizers:
+                state["optimizer"] = optimizers["default"].state_dict()
+            if len(optimizers) > 1 or "default" not in optimizers:
+                state["optimizers"] = {k: o.state_dict() for k, o in optimizers.items()}
             if "target" in self.targets:
                 state["target_weights"] = self.targets["target"].state_dict()
             others = {k: t.state_dict() for k, t in self.targets.items() if k != "target"}
@@ -237,3 +241,169 @@ class Learner:
                 self.targets[k].load_state_dict(s)
             if "kl_coeff" in state and self.kl is not None:
                 self.kl.value = float(state["kl_coeff"])
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block, ``module``'s parameters record no gradient (inputs still do). Example::
+
+        with frozen(model.critic):
+            actor_loss = -model.critic(obs, model.actor(obs)).mean()  # reaches the actor only
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+class MultiLossLearner(Learner):
+    """A learner with one loss per named optimizer (e.g. ``actor``, ``critic``, ``alpha``) and
+    Polyak-averaged target copies of some of the model's submodules: the learning side of the
+    off-policy actor-critics (SAC, DDPG, TD3).
+
+    The loss is ``loss_fn(policy, batch_tensors, step) -> (losses, stats)`` with ``losses`` a
+    dict ``{optimizer name: scalar loss}`` and ``step`` the index of this update (0, 1, ...).
+    All losses are taken from the same weights and back-propagated together (one backward
+    pass of their sum), then each named optimizer steps. So each loss must reach only its own
+    group's parameters: where the actor's loss goes through the critic, the loss computes that
+    critic pass inside :func:`frozen` (the critic's weights then get no gradient from it, the
+    actions still do). A name left out of ``losses`` is not stepped in that update (TD3's
+    delayed actor). After every
+    ``target_update_every`` updates each target moves ``target <- tau * online + (1 - tau) *
+    target``. Per-row stats (1-D tensors, e.g. ``td_error``) become batch columns.
+
+    Args:
+        policy: the policy whose ``model`` has the attributes named in ``groups``/``targets``.
+        loss_fn: see above.
+        groups: optimizer name -> names of model attributes (submodules or parameters) that
+            optimizer trains, e.g. ``{"actor": ("actor",), "alpha": ("log_alpha",)}``.
+        lrs: optimizer name -> learning rate (missing: the policy config's ``lr``).
+        targets: names of model submodules with a target copy (``learner.targets[name]``).
+        tau: the Polyak coefficient (1: copy).
+        target_update_every: update the targets after every this many updates.
+
+    Example::
+
+        learner = MultiLossLearner(policy, sac_loss, groups={"actor": ("actor",),
+                                   "critic": ("critic",), "alpha": ("log_alpha",)},
+                                   targets=("critic",), tau=0.005)
+        stats = learner.update(replayed)     # one step of each optimizer; td_error column set
+    """
+
+    def __init__(self, policy: TorchPolicy, loss_fn: Callable[..., Any], *,
+                 groups: Mapping[str, Sequence[str]], lrs: Mapping[str, float] | None = None,
+                 targets: Sequence[str] = (), tau: float = 1.0, target_update_every: int = 1,
+                 fused_adam: bool = True) -> None:
+        super().__init__(policy, loss_fn, fused_adam=fused_adam)
+        model = policy.model
+        self.groups: dict[str, list[torch.nn.Parameter]] = {}
+        for name, attrs in groups.items():
+            params: list[torch.nn.Parameter] = []
+            for attr in attrs:
+                part = getattr(model, attr, None)
+                if isinstance(part, torch.nn.Parameter):
+                    params.append(part)
+                elif isinstance(part, torch.nn.Module):
+                    params.extend(p for p in part.parameters() if p.requires_grad)
+                else:
+                    raise ValueError(f"optimizer {name!r}: the model {type(model).__name__} has "
+                                     f"no submodule or parameter {attr!r}")
+            self.groups[name] = params
+        self.lrs = dict(lrs or {})
+        unknown = set(self.lrs) - set(self.groups)
+        if unknown:
+            raise ValueError(f"learning rates for unknown optimizers {sorted(unknown)}; the "
+                             f"optimizers are {sorted(self.groups)}")
+        for name in targets:
+            part = getattr(model, name, None)
+            if not isinstance(part, torch.nn.Module):
+                raise ValueError(f"target {name!r}: the model {type(model).__name__} has no "
+                                 "such submodule")
+            self.targets[name] = TargetNetwork(part)
+        if not 0.0 < tau <= 1.0:
+            raise ValueError(f"tau must be in (0, 1], got {tau}")
+        if target_update_every < 1:
+            raise ValueError(f"target_update_every must be >= 1, got {target_update_every}")
+        self.tau = float(tau)
+        self.target_update_every = int(target_update_every)
+        self.num_updates = 0
+
+    def make_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        cfg = self.policy.config
+        return {name: make_optimizer(params, {**cfg, "lr": self.lrs.get(name, cfg["lr"])},
+                                     fused_adam=self.fused_adam)
+                for name, params in self.groups.items()}
+
+    def update(self, batch: SampleBatch, num_epochs: int = 1, minibatch_size: int | None = None,
+               shuffle: bool = True) -> dict[str, float]:
+        """One update on the whole batch: each loss's optimizer steps once (the epoch and
+        minibatch arguments exist for TrainOneStep and must keep their defaults)."""
+        if num_epochs != 1 or (minibatch_size is not None and minibatch_size < batch.count):
+            raise ValueError(f"{type(self).__name__}.update takes one step on the whole batch")
+        policy = self.policy
+        if batch.count == 0:
+            return {"num_grad_updates": 0, "weights_version": policy.weights_version}
+        tensors = policy.batch_to_tensors(batch)
+        clip = policy.config["grad_clip"]
+        max_norm = float(clip) if clip is not None else float("inf")
+        out: dict[str, float] = {}
+        rows: dict[str, torch.Tensor] = {}
+        with self.lock:
+            optimizers = self.optimizers
+            losses, stats = self.loss_fn(policy, tensors, self.num_updates)
+            names = [n for n in self.groups if n in losses]
+            extra = set(losses) - set(self.groups)
+            if extra:
+                raise ValueError(f"the loss returned losses {sorted(extra)} for no optimizer; "
+                                 f"the optimizers are {sorted(self.groups)}")
+            for params in self.groups.values():
+                for p in params:
+                    p.grad = None
+            if names:
+                sum(losses[n] for n in names).backward()
+            for name in names:
+                params = self.groups[name]
+                if clip is not None:
+                    out[f"{name}_grad_gnorm"] = float(
+                        torch.nn.utils.clip_grad_norm_(params, max_norm))
+                optimizers[name].step()
+                out[f"{name}_loss"] = float(losses[name].detach())
+            self.num_updates += 1
+            policy.num_grad_updates += 1
+            policy.weights_version += 1
+            if self.targets and self.num_updates % self.target_update_every == 0:
+                for target in self.targets.values():
+                    target.update(self.tau)
+            version = policy.weights_version
+        for k, v in stats.items():
+            if isinstance(v, torch.Tensor) and v.ndim == 1:
+                rows[k] = v.detach()
+            else:
+                out[k] = v.item() if isinstance(v, torch.Tensor) else float(v)
+        for k, v in rows.items():
+            batch[k] = v.numpy()
+        out["num_grad_updates"] = 1
+        out["weights_version"] = version
+        return out
+
+    def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
+        raise NotImplementedError(f"{type(self).__name__} steps several optimizers per update; "
+                                  "it has no single gradient to ship (use update())")
+
+    def apply_gradients(self, grads: Sequence[np.ndarray]) -> None:
+        raise NotImplementedError(f"{type(self).__name__} steps several optimizers per update; "
+                                  "it has no single gradient to apply (use update())")
+
+    def state_dict(self) -> dict[str, Any]:
+        """The optimizers, target weights and the update count (TD3's delay phase)."""
+        state = super().state_dict()
+        state["learner_num_updates"] = self.num_updates
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.num_updates = int(state.get("learner_num_updates", self.num_updates))

@@ -39,6 +39,7 @@ class TargetNetwork:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.num_updates = 0
+        self._pairs: tuple[list[torch.Tensor], ...] | None = None
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         return self.module(*args, **kwargs)
@@ -50,10 +51,13 @@ class TargetNetwork:
         if tau == 1.0:
             self.module.load_state_dict(self.source.state_dict())
         else:
+            if self._pairs is None:  # (walking the module tree costs more than the update)
+                self._pairs = (list(self.module.parameters()), list(self.source.parameters()),
+                               list(self.module.buffers()), list(self.source.buffers()))
+            t_params, s_params, t_bufs, s_bufs = self._pairs
             with torch.no_grad():
-                for t, s in zip(self.module.parameters(), self.source.parameters(), strict=True):
-                    t.mul_(1.0 - tau).add_(s, alpha=tau)
-                for t, s in zip(self.module.buffers(), self.source.buffers(), strict=True):
+                torch._foreach_lerp_(t_params, s_params, tau)  # t + tau * (s - t)
+                for t, s in zip(t_bufs, s_bufs, strict=True):
                     t.copy_(s)  # running statistics are not averaged
         self.num_updates += 1
 
