@@ -70,7 +70,8 @@ def worker_pool(runtime: Runtime, worker_cls: type, worker_kwargs: dict[str, Any
 
 
 class AggregationWorker:
-    """The aggregator actor: owns a pool of rollout workers (:func:`worker_pool`) and serves whole train batches.
+    """The aggregator actor: owns a pool of rollout workers (:func:`worker_pool`) and serves
+    whole train batches.
 
     Args:
         runtime_name: kind of runtime to start the workers on (``"process"``, ``"ray"``,
