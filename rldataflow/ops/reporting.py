@@ -24,13 +24,26 @@ class CollectMetrics(StreamOperator):
     in this iteration), ``learner`` (the latest learner stats), ``timers`` and
     ``worker_restarts``. Multi-agent runs add ``policy_return_mean``: ``{policy_id: mean
     return of the last window of agent sub-episodes that policy drove}``.
+
+    ``require_sampling``: whether a result also waits for at least one newly sampled env step.
+    ``None`` (the default) means "once the plan has sampled at all": a plan whose upstream
+    items do not all follow new samples (the branches of a ``Concurrently(mode="async")``,
+    several replay steps per store) folds the items without sampling into the next result, so
+    no result reports a throughput of 0; a plan that never samples (offline) reports one result
+    per item. ``False`` reports after every item, ``True`` always waits for sampling.
     """
 
     def __init__(self, workers: WorkerSet | None = None, min_time_s: float = 0.0,
-                 min_steps: int = 0) -> None:
+                 min_steps: int = 0, require_sampling: bool | None = None) -> None:
         self.workers = workers
         self.min_time_s = min_time_s
         self.min_steps = min_steps
+        self.require_sampling = require_sampling
+
+    def _waits_for_sampling(self, total_sampled: float) -> bool:
+        if self.require_sampling is None:
+            return total_sampled > 0
+        return self.require_sampling
 
     def apply(self, upstream: Iterator[Any], metrics: Metrics) -> Iterator[Any]:
         counters = metrics.counters
@@ -46,6 +59,8 @@ class CollectMetrics(StreamOperator):
             elapsed = time.perf_counter() - start_time
             sampled = counters["env_steps_sampled"] - start_steps
             if elapsed < self.min_time_s or sampled < self.min_steps:
+                continue
+            if sampled == 0 and self._waits_for_sampling(counters["env_steps_sampled"]):
                 continue
             yield self._result(metrics, elapsed, sampled,
                                counters["env_steps_trained"] - start_trained, steps_in_result)
@@ -92,9 +107,10 @@ class CollectMetrics(StreamOperator):
 
 
 def StandardMetricsReporting(train_op: LocalIterator[Any], workers: WorkerSet | None = None,
-                             min_time_s: float = 0.0, min_steps: int = 0) -> LocalIterator[Any]:
+                             min_time_s: float = 0.0, min_steps: int = 0,
+                             require_sampling: bool | None = None) -> LocalIterator[Any]:
     """The last box of a plan: one result dict per iteration (see :class:`CollectMetrics`).
 
     Example: ``return StandardMetricsReporting(train_op, workers, min_steps=4000)``
     """
-    return train_op.for_each(CollectMetrics(workers, min_time_s, min_steps))
+    return train_op.for_each(CollectMetrics(workers, min_time_s, min_steps, require_sampling))

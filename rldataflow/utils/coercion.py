@@ -60,6 +60,9 @@ def _build(cls: type[C], overrides: Mapping[str, Any], base: C | None, from_cli:
             raise ConfigError(f"config key {full_key!r} of {cls.__name__} cannot be set")
         tp = hints.get(key, Any)
         current = getattr(base, key) if base is not None else _default_of(f)
+        shorthand = f.metadata.get("coerce")
+        if shorthand is not None:  # a field's own shorthand, e.g. a list of policy ids
+            value = shorthand(full_key, value)
         converted[key] = _convert_field(full_key, value, tp, current, from_cli)
         _check_bounds(full_key, converted[key], f.metadata)
     try:

@@ -75,6 +75,21 @@ def describe_field(text: str, *, ge: float | None = None, gt: float | None = Non
 _help = describe_field
 
 
+def _policies_shorthand(key: str, value: Any) -> Any:
+    """``[p0, p1]`` (a list or tuple of policy ids) -> ``{p0: {}, p1: {}}``; else unchanged."""
+    if not isinstance(value, (list, tuple)):
+        return value
+    ids: dict[str, dict[str, Any]] = {}
+    for pid in value:
+        if not isinstance(pid, str):
+            raise ConfigError(f"config key {key!r}: a list of policy ids must hold strings, "
+                              f"got {_short_repr(pid)}")
+        if pid in ids:
+            raise ConfigError(f"config key {key!r} names policy {pid!r} twice")
+        ids[pid] = {}
+    return ids
+
+
 @dataclass
 class AlgorithmConfig:
     """Fields every algorithm shares. Algorithms subclass it (as a dataclass) and add their own.
@@ -151,8 +166,10 @@ class AlgorithmConfig:
     )
     policies: dict[str, dict[str, Any]] = field(
         default_factory=dict,
-        metadata=_help("multi-agent: policy id -> overrides of this config for that policy "
-                       "(e.g. {p0: {}, p1: {lr: 0.001}}); empty = single-agent"),
+        metadata={**_help("multi-agent: policy id -> overrides of this config for that "
+                          "policy (e.g. {p0: {}, p1: {lr: 0.001}}); a list [p0, p1] is short "
+                          "for {p0: {}, p1: {}}; empty = single-agent"),
+                  "coerce": _policies_shorthand},
     )
     policy_mapping_fn: Union[str, Callable[..., Any], None] = field(
         default=None,

@@ -15,7 +15,7 @@ os.environ.setdefault("PYGAME_HIDE_SUPPORT_PROMPT", "1")  # pygame's import bann
 import rldataflow  # noqa: E402
 from rldataflow.policies.policy_spec import UnknownPolicyError, policy_config  # noqa: E402
 from rldataflow.trainer import Algorithm, make_config  # noqa: E402
-from rldataflow.utils.config import ConfigError  # noqa: E402
+from rldataflow.utils.config import ConfigError, parse_set_args  # noqa: E402
 from rldataflow.workers import MultiAgentRolloutWorker  # noqa: E402
 
 MA = dict(env="rldataflow/MultiAgentCartPole-v0", env_config={"num_agents": 2})
@@ -172,3 +172,26 @@ def test_two_agent_cartpole_independent_ppo_learns():
                 f"not solved in 400k env steps: {means}")
     print(f"\nsolved: {result['env_steps_sampled']} env steps, "
           f"{time.perf_counter() - start:.1f} s, policy returns {means}")
+
+
+def test_every_result_of_concurrent_policy_branches_reports_sampling():
+    """The async branches each emit a train step; a result is reported only once new env
+    steps were sampled, so throughput is never 0 (it alternated with 0 before)."""
+    with rldataflow.build("ppo", **MA, **SMALL, policies=["p0", "p1"],
+                          policy_mapping_fn="by_agent") as algo:
+        results = [algo.train() for _ in range(6)]
+    assert all(r["env_steps_this_iter"] > 0 and r["throughput"] > 0 for r in results), [
+        (r["env_steps_this_iter"], r["throughput"]) for r in results]
+    assert sum(r["train_steps_this_iter"] for r in results) > len(results)
+
+
+def test_policies_list_is_short_for_empty_overrides():
+    cfg = make_config("ppo", policies=["p0", "p1"], policy_mapping_fn="by_agent")
+    assert cfg.policies == {"p0": {}, "p1": {}}
+    cfg = make_config("ppo", parse_set_args(["policies=[a, b]", "policy_mapping_fn=by_agent"]),
+                      from_cli=True)
+    assert cfg.policies == {"a": {}, "b": {}}
+    with pytest.raises(ConfigError, match="'policies' names policy 'a' twice"):
+        make_config("ppo", policies=["a", "a"], policy_mapping_fn="by_agent")
+    with pytest.raises(ConfigError, match="'policies'.*must hold strings"):
+        make_config("ppo", policies=["a", 1], policy_mapping_fn="by_agent")
