@@ -38,6 +38,8 @@ BUILTIN: dict[str, str] = {
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
     "sac": "rldataflow.algorithms.sac",
+    "ddpg": "rldataflow.algorithms.ddpg",
+    "td3": "rldataflow.algorithms.td3",
     "composite": "rldataflow.algorithms.composite",
     "es": "rldataflow.algorithms.es",
     "ars": "rldataflow.algorithms.ars",

@@ -302,3 +302,35 @@ def train_until_pendulum(name: str, threshold: float = -250.0, budget: int = 20_
 @pytest.mark.timeout(180)
 def test_sac_learns_pendulum(record_property):
     train_until_pendulum("sac", record_property=record_property)
+
+
+class CheetahShaped(gymnasium.Env):
+    """HalfCheetah-v5's spaces (17-D observations, 6 actions in [-1, 1]) without MuJoCo, which
+    CI does not install: reward -|a - 0.5|^2, 50-step episodes."""
+
+    observation_space = gymnasium.spaces.Box(-np.inf, np.inf, (17,), np.float64)
+    action_space = gymnasium.spaces.Box(-1.0, 1.0, (6,), np.float32)
+
+    def __init__(self, env_config=None):
+        self.t = 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return self.np_random.standard_normal(17), {}
+
+    def step(self, action):
+        self.t += 1
+        reward = -float(np.sum((np.asarray(action) - 0.5) ** 2))
+        return self.np_random.standard_normal(17), reward, False, self.t >= 50, {}
+
+
+def test_multi_dimensional_box_like_halfcheetah():
+    with rldataflow.build("sac", env=CheetahShaped, runtime="inline", seed=0,
+                          actor_lr=3e-4, critic_lr=3e-4, alpha_lr=3e-4,
+                          **{**QUICK, "hiddens": (256, 256)}) as algo:
+        r = algo.train()
+        policy = algo.workers.local_worker().policy
+        assert policy.action_dim == 6 and policy.target_entropy == -6.0
+        assert r["env_steps_trained"] > 0 and np.isfinite(r["learner"]["critic_loss"])
+        assert algo.evaluate(1)["evaluation/num_episodes"] == 1
