@@ -200,18 +200,27 @@ BAD_INPUT = st.one_of(unknown_key(), wrong_type(), out_of_range(), bad_env_id(),
                       bad_algorithm(), bad_policy_mapping(), bad_spaces())
 
 
-def _leftovers(threads_before: set[int]) -> list[str]:
-    extra = [t.name for t in threading.enumerate()
-             if t.ident not in threads_before and t.is_alive()]
-    children = [p.name() for p in psutil.Process().children(recursive=True)]
-    return extra + children
+def _running() -> set[Any]:
+    """Threads and child processes alive now. A Ray instance an earlier test started lives on
+    in this process and starts and ends its own workers at any time: its processes are not
+    counted (no case here starts Ray)."""
+    alive: set[Any] = {t.ident for t in threading.enumerate() if t.is_alive()}
+    for child in psutil.Process().children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            if "ray" not in " ".join(child.cmdline()).lower():
+                alive.add(("pid", child.pid))
+    return alive
+
+
+def _leftovers(before: set[Any]) -> list[Any]:
+    return sorted(map(str, _running() - before))
 
 
 @settings(max_examples=500, deadline=None, derandomize=True,
           suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(case=BAD_INPUT)
 def test_every_bad_build_input_is_one_line_naming_the_culprit(case: Case):
-    before = {t.ident for t in threading.enumerate()}
+    before = _running()
     overrides = {**BASE, "num_workers": MIN_WORKERS.get(case.algorithm, 0), **case.overrides}
     with pytest.raises((ConfigError, EnvError)) as err:
         with rldataflow.build(case.algorithm, **overrides) as algo:
@@ -264,7 +273,7 @@ def test_bad_set_values_on_the_cli_are_one_line(case: Case):
 
 
 def test_bad_input_on_the_process_runtime_leaves_nothing_running():
-    before = {t.ident for t in threading.enumerate()}
+    before = _running()
     for overrides, culprit in [({"env": "NoSuchEnv-v3"}, "NoSuchEnv-v3"),
                                ({"gamma": 2.0}, "gamma"),
                                ({"env": lambda cfg: _SpacesEnv(BOX, spaces.MultiBinary(2))},

@@ -199,6 +199,7 @@ class StoreToReplayBuffer(Operator):
         self.actors = self.pool.actors if self.pool is not None else list(actors or [])
         self._next = 0
         self._rows_sent: dict[Any, int] = {}
+        self._slot_actor: dict[int, Any] = {}
         self._pending = _PendingCalls(on_death=self._shard_died if self.pool else None)
 
     @property
@@ -212,8 +213,14 @@ class StoreToReplayBuffer(Operator):
             with self.metrics.timers["replay_add"]:
                 self.local_buffer.add(batch)
         else:
-            actor = self.actors[self._next % len(self.actors)]
+            slot = self._next % len(self.actors)
+            actor = self.actors[slot]
             self._next += 1
+            previous = self._slot_actor.get(slot)
+            if previous is not None and previous != actor.actor_id:
+                # the pool replaced this slot's shard (another stream saw it die first)
+                self._forget(previous)
+            self._slot_actor[slot] = actor.actor_id
             self._rows_sent[actor.actor_id] = self._rows_sent.get(actor.actor_id, 0) + batch.count
             try:
                 call = actor.call("add", batch)
@@ -229,8 +236,12 @@ class StoreToReplayBuffer(Operator):
     def _shard_died(self, actor: ActorHandle, error: ActorDiedError) -> None:
         assert self.pool is not None
         self.pool.replace_dead(-1, actor, error)  # (a pool finds the slot itself)
+        self._forget(actor.actor_id)
+
+    def _forget(self, actor_id: Any) -> None:
         # A shard's rows die with it (those sent to it, at most its capacity, are gone).
-        self.metrics.counters[ROWS_LOST] += self._rows_sent.pop(actor.actor_id, 0)
+        self.metrics.counters[ROWS_LOST] += self._rows_sent.pop(actor_id, 0)
+        self._pending.calls.pop(actor_id, None)
 
 
 def Replay(*, local_buffer: ReplayBuffer | None = None,
