@@ -114,3 +114,31 @@ def driver_cpu() -> DriverCpuMeter:
     """``with driver_cpu as m: ...`` then ``m.plan_share`` (CPU s per wall s of the plan)."""
     return DriverCpuMeter()
 # ======================================= end of flow test fixtures ===========================
+
+
+# ======================================= shared assertions ===================================
+def _assert_same_state(a, b, where: str = "state") -> None:
+    """Nested dicts/lists/tuples of tensors, arrays and scalars are equal, exactly."""
+    import numpy as np
+    import torch
+
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
+    elif isinstance(a, np.ndarray):
+        np.testing.assert_array_equal(a, b, err_msg=where)
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), where
+        for key in a:
+            _assert_same_state(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same_state(x, y, f"{where}[{i}]")
+    else:
+        assert a == b, where
+
+
+@pytest.fixture
+def assert_same_state():
+    """``assert_same_state(saved, restored)``: checkpointed state came back exactly."""
+    return _assert_same_state

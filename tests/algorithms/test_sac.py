@@ -218,7 +218,7 @@ def test_prioritized_nstep_on_the_process_runtime():
         assert all(0 < v <= local.weights_version for v in versions)
 
 
-def test_save_and_restore_gives_identical_state(tmp_path):
+def test_save_and_restore_gives_identical_state(tmp_path, assert_same_state):
     with rldataflow.build("sac", runtime="inline", seed=0, **QUICK) as algo:
         algo.train()
         algo.train()
@@ -230,21 +230,7 @@ def test_save_and_restore_gives_identical_state(tmp_path):
         assert set(got) >= {"weights", "optimizers", "targets", "learner_num_updates"}
         assert set(got["optimizers"]) == {"actor", "critic", "alpha"}
 
-        def same(a, b, where="state"):
-            if isinstance(a, torch.Tensor):
-                assert torch.equal(a, b), where
-            elif isinstance(a, dict):
-                assert set(a) == set(b), where
-                for k in a:
-                    same(a[k], b[k], f"{where}.{k}")
-            elif isinstance(a, (list, tuple)):
-                assert len(a) == len(b), where
-                for i, (x, y) in enumerate(zip(a, b, strict=True)):
-                    same(x, y, f"{where}[{i}]")
-            else:
-                assert a == b, where
-
-        same(state, got)
+        assert_same_state(state, got)
         assert "log_alpha" in got["weights"] and "critic" in got["targets"]
         assert restored.metrics.counters["replay_rows_added"] == 0  # the buffer starts empty
         assert restored.train()["iteration"] == 3

@@ -162,7 +162,8 @@ def test_no_file_of_a_checkpoint_can_run_code(tmp_path):
     assert not marker.exists()
 
 
-def test_restore_gives_identical_weights_optimizer_state_and_counters(tmp_path):
+def test_restore_gives_identical_weights_optimizer_state_and_counters(tmp_path,
+                                                                     assert_same_state):
     for name, options in {
         "ppo": dict(train_batch_size=64, minibatch_size=32, num_epochs=2),
         "dqn": dict(learning_starts=64, train_batch_size=32, rollout_fragment_length=16),
@@ -182,7 +183,7 @@ def test_restore_gives_identical_weights_optimizer_state_and_counters(tmp_path):
             again = restored.workers.local_worker().policy
             for key, value in again.model.state_dict().items():
                 assert torch.equal(value, weights[key]), (name, key)
-            _assert_same(again.learner.state_dict(), optimizer, f"{name} learner")
+            assert_same_state(again.learner.state_dict(), optimizer, f"{name} learner")
             restored_counters = dict(restored.metrics.counters)
             # the replay buffer is not saved: a restored run refills it, so its count restarts
             if "replay_rows_added" in counters:
@@ -192,19 +193,3 @@ def test_restore_gives_identical_weights_optimizer_state_and_counters(tmp_path):
         finally:
             restored.stop()
 
-
-def _assert_same(a, b, where: str) -> None:
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and torch.equal(a, b), where
-    elif isinstance(a, np.ndarray):
-        np.testing.assert_array_equal(a, b, err_msg=where)
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), where
-        for key in a:
-            _assert_same(a[key], b[key], f"{where}.{key}")
-    elif isinstance(a, (list, tuple)):
-        assert len(a) == len(b), where
-        for i, (x, y) in enumerate(zip(a, b, strict=True)):
-            _assert_same(x, y, f"{where}[{i}]")
-    else:
-        assert a == b, where
