@@ -10,6 +10,9 @@
     rldataflow plan ppo            # the algorithm's dataflow, as a tree
     rldataflow train --config examples/ppo_and_dqn.yaml   # PPO + DQN in one plan (composite)
     rldataflow plot runs/a runs/b --out curves.png
+    rldataflow tune ppo --env CartPole-v1 --grid lr=[1e-3,3e-4] --grid num_epochs=[5,10] \
+        --stop-iters 10                          # a sweep (docs/tune.md)
+    rldataflow train ppo --runtime ray --address auto   # on a Ray cluster (docs/cluster.md)
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, metavar="N",
                        help="save a checkpoint every N iterations (default: config value)")
     train.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_cluster_and_wandb_flags(train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint or a run directory")
     evaluate.add_argument("path", help="checkpoint directory, or a run directory (latest)")
@@ -93,15 +97,65 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--x", default="env_steps_sampled", help="x column of progress.csv")
     plot.add_argument("--y", default="episode_return_mean", help="y column of progress.csv")
 
+    tune = sub.add_parser("tune", help="a hyperparameter sweep (writes a sweep directory)",
+                          description="Train ALGO once per trial of a grid and/or search space; "
+                                      "embedded with Optuna, or on Ray Tune with --runtime ray "
+                                      "(docs/tune.md).")
+    tune.add_argument("algo", nargs="?", help="algorithm name (or `algorithm:` in --config)")
+    tune.add_argument("--env", help="Gymnasium env id or a name registered in rldataflow.envs")
+    tune.add_argument("--runtime", choices=["inline", "process", "ray"],
+                      help="where trials run: inline/process embedded (Optuna, one trial "
+                           "after another), ray: Ray Tune trials in parallel on the cluster")
+    tune.add_argument("--num-workers", type=int, help="remote rollout workers per trial")
+    tune.add_argument("--config", metavar="FILE.yaml",
+                      help="YAML file of config keys with `grid:`/`search:`/`sweep:` sections")
+    tune.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                      help="fix one config key for all trials (repeatable)")
+    tune.add_argument("--grid", metavar="KEY=[V1,V2]", action="append", default=[],
+                      help="sweep KEY over the values (repeatable; every combination runs)")
+    tune.add_argument("--samples", type=int, metavar="N",
+                      help="trials per grid combination drawn from `search:` (default 10), or "
+                           "seeded repeats of each combination when there is only a grid")
+    tune.add_argument("--metric", help="result key that ranks trials "
+                                       "(default episode_return_mean)")
+    tune.add_argument("--mode", choices=["max", "min"], help="maximize (default) or minimize")
+    tune.add_argument("--no-prune", action="store_true",
+                      help="never stop a trial early (default: median pruning)")
+    for flag, kind, meta, text in _STOP_FLAGS:
+        tune.add_argument(flag, type=kind, metavar=meta, help=text + " (per trial)")
+    tune.add_argument("--seed", type=int, help="base seed (also seeds the sampler)")
+    tune.add_argument("--out", metavar="DIR",
+                      help="sweep directory (default: sweeps/ALGO_ENV_TIMESTAMP)")
+    tune.add_argument("--checkpoint-every", type=int, metavar="N",
+                      help="save a checkpoint every N iterations (default: config value)")
+    _add_cluster_and_wandb_flags(tune)
+
     sub.add_parser("list", help="list the algorithms")
     return parser
+
+
+_STOP_FLAGS = [("--stop-return", float, "R", "stop once episode_return_mean >= R"),
+               ("--stop-steps", int, "N", "stop once N env steps were sampled"),
+               ("--stop-time", float, "S", "stop after S seconds"),
+               ("--stop-iters", int, "N", "stop after N iterations")]
+
+
+def _add_cluster_and_wandb_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", metavar="auto|HOST:PORT",
+                        help="with --runtime ray: join this Ray cluster (actors are spread "
+                             "over its nodes; docs/cluster.md); default: a local Ray instance")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log results to Weights & Biases (offline when no API key "
+                             "is configured; pip install \"rldataflow[wandb]\")")
+    parser.add_argument("--wandb-project", metavar="NAME",
+                        help="W&B project (default: rldataflow); implies --wandb")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _train, "evaluate": _evaluate, "record": _record, "config": _config,
-                "plan": _plan,
+                "plan": _plan, "tune": _tune,
                 "plot": _plot, "list": _list}
     try:
         return handlers[args.command](args)
@@ -144,7 +198,8 @@ def _report_error(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace,
+               from_file: dict[str, Any] | None = None) -> dict[str, Any]:
     from rldataflow.utils.config import (
         ConfigError,
         load_yaml_config,
@@ -152,7 +207,8 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         parse_set_args,
     )
 
-    from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+    if from_file is None:
+        from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
     file_algo = from_file.pop("algorithm", None)
     if file_algo is not None:  # a config file may name its algorithm (`algorithm: composite`)
         given = getattr(args, "algo", None)
@@ -167,7 +223,29 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is not None:
             from_flags[key] = value
-    return merge_overrides(from_file, from_set, from_flags)
+    merged = merge_overrides(from_file, from_set, from_flags)
+    address = getattr(args, "address", None)
+    if address is not None:
+        if merged.get("runtime", "process") != "ray":
+            raise ConfigError(f"--address {address} joins a Ray cluster: it needs --runtime ray")
+        options = dict(merged.get("runtime_options") or {})
+        options["address"] = address
+        # Ray packs actors that reserve no CPU onto one node; on a cluster, use them all.
+        options.setdefault("placement", "spread")
+        merged["runtime_options"] = options
+    return merged
+
+
+def _wandb_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not (args.wandb or args.wandb_project):
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        from rldataflow.utils.config import ConfigError
+
+        raise ConfigError('--wandb needs the W&B SDK: pip install "rldataflow[wandb]"')
+    return {"project": args.wandb_project}
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -224,10 +302,66 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
                           stop_time=args.stop_time, stop_iters=args.stop_iters)
     if stop.empty:
         print("note: no stop condition given; training until Ctrl-C", file=sys.stderr)
+    _print_placement(algo)
+    loggers = []
+    wandb = _wandb_options(args)
+    if wandb is not None:
+        from rldataflow.utils.wandb_logger import WandbLogger
+
+        try:
+            loggers.append(WandbLogger(run_dir, algo.config.to_dict(), **wandb))
+        except BaseException:
+            algo.stop()
+            raise
     outcome = run(algo, run_dir, stop, checkpoint_every=args.checkpoint_every,
                   resume=bool(args.resume), progress=not args.quiet, stream=sys.stdout,
-                  stop_algorithm=True)
+                  stop_algorithm=True, loggers=loggers)
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+
+
+def _print_placement(algo: Any) -> None:
+    """On Ray, one line saying how many nodes the actors landed on."""
+    placement = getattr(algo.runtime, "placement", None)
+    if not callable(placement):
+        return
+    nodes = placement()
+    counts: dict[str, int] = {}
+    for node in nodes.values():
+        counts[node] = counts.get(node, 0) + 1
+    detail = ", ".join(f"{node[:8]}: {n}" for node, n in sorted(counts.items()))
+    print(f"ray: {len(nodes)} actors on {len(counts)} nodes ({detail})", flush=True)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rldataflow.sweeps import Sweep, parse_sweep, split_sweep_file
+    from rldataflow.training import StopConditions
+    from rldataflow.utils.config import ConfigError
+
+    base_file, sections = split_sweep_file(args.config) if args.config else ({}, {})
+    overrides = _overrides(args, from_file=base_file)
+    if not args.algo:
+        raise ConfigError("tune needs ALGO (or a --config file with an `algorithm:` key)")
+    spec = parse_sweep(args.grid, sections, samples=args.samples, metric=args.metric,
+                       mode=args.mode)
+    stop = StopConditions(stop_return=args.stop_return, stop_steps=args.stop_steps,
+                          stop_time=args.stop_time, stop_iters=args.stop_iters)
+    if stop.empty:
+        raise ConfigError("tune needs a stop condition for its trials: --stop-iters, "
+                          "--stop-steps, --stop-time or --stop-return")
+    env = overrides.get("env", "CartPole-v1")
+    env_name = env.replace("/", "-") if isinstance(env, str) else "custom"
+    sweep_dir = Path(args.out or Path("sweeps") / (
+        f"{args.algo.lower()}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"))
+    address = (overrides.get("runtime_options") or {}).get("address")
+    sweep = Sweep(args.algo, overrides, spec, stop, sweep_dir,
+                  checkpoint_every=args.checkpoint_every, prune=not args.no_prune,
+                  wandb=_wandb_options(args), address=address, stream=sys.stdout)
+    sweep.validate()  # every trial's config, before anything starts
+    print(f"sweep of {args.algo.lower()}: {spec.num_trials(int(overrides.get('seed', 0)))} "
+          f"trials on {sweep.backend} ({', '.join(spec.keys)}), ranked by {spec.metric} "
+          f"({spec.mode}) -> {sweep_dir}", flush=True)
+    sweep.run()
+    return EXIT_OK
 
 
 def _checkpoint_of(path: Path) -> Path | None:
@@ -291,22 +425,37 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from rldataflow.runtime import runtime_options_problem
     from rldataflow.trainer import Algorithm, make_config
+    from rldataflow.utils.config import ConfigError
 
     overrides = _overrides(args)
-    # Printing needs only the plan's structure: no worker processes, and (start=False) none
-    # of the threads the plan would start.
-    overrides.update(runtime="inline", runtime_options={})
     overrides.setdefault("num_workers", 2)
     if not args.algo:
         print("error: plan needs ALGO (or a --config file with an `algorithm:` key)",
               file=sys.stderr)
         return EXIT_USAGE
+    # The declared runtime and its options are validated (the way `train` would use them)
+    # and printed; the plan itself is built on inline actors, since printing needs only its
+    # structure: no worker processes, no Ray, and (start=False) none of its threads.
     config = make_config(args.algo, overrides, from_cli=True)
-    with Algorithm(args.algo, config, start=False) as algo:
+    problem = runtime_options_problem(config.runtime, dict(config.runtime_options))
+    if problem is not None:
+        raise ConfigError(f"config key 'runtime_options': {problem}")
+    options = ", ".join(f"{k}={v!r}" for k, v in config.runtime_options.items())
+    header = f"runtime: {config.runtime}" + (f" ({options})" if options else "")
+    with Algorithm(args.algo, config.replace(runtime="inline", runtime_options={}),
+                   start=False) as algo:
         fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,
                "mermaid": algo.plan.to_mermaid}[args.format]
-        print(fmt())
+        text = fmt()
+        if args.format == "text":
+            print(header)
+            print(text)
+        else:  # a comment line inside the graph, after its opening line
+            first, _, rest = text.partition("\n")
+            comment = "//" if args.format == "dot" else "%%"
+            print(f"{first}\n  {comment} {header}\n{rest}")
     return EXIT_OK
 
 

@@ -20,9 +20,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
 from rldataflow.utils.checkpoint import checkpoint_path
 from rldataflow.utils.logger import RunLogger
@@ -31,7 +32,7 @@ from rldataflow.utils.progress import ProgressDisplay
 if TYPE_CHECKING:
     from rldataflow.trainer import Algorithm
 
-__all__ = ["StopConditions", "Trainer", "TrainingOutcome", "run"]
+__all__ = ["ResultLogger", "StopConditions", "Trainer", "TrainingOutcome", "run"]
 
 #: ``TrainingOutcome.reason`` after a Ctrl-C
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -103,6 +104,15 @@ class TrainingOutcome:
     elapsed_s: float = 0.0
 
 
+class ResultLogger(Protocol):
+    """What :class:`Trainer` hands each result to besides the run directory's own logs
+    (e.g. :class:`~rldataflow.utils.wandb_logger.WandbLogger`)."""
+
+    def log(self, result: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+
+
 class _StopRequested(BaseException):
     """Raised by the Ctrl-C handler inside train(); BaseException so no operator wraps it."""
 
@@ -118,7 +128,9 @@ class Trainer:
     ``resume=True`` appends to the run directory's logs. ``progress`` shows a
     :class:`ProgressDisplay` on ``stream`` (default ``sys.stdout``), and ``summary`` prints the
     closing lines (reason, checkpoint, run directory) there. ``stop_algorithm=True`` stops
-    ``algo`` when the run ends, before the Ctrl-C handler is removed.
+    ``algo`` when the run ends, before the Ctrl-C handler is removed. ``loggers`` get every
+    result too (and are closed at the end); ``on_result(trainer, result)`` is called after
+    each result is logged, e.g. to :meth:`request_stop` a hyperparameter trial that is pruned.
 
     In the main thread (and with ``handle_sigint``), the first Ctrl-C ends the run cleanly with
     a final checkpoint, interrupting the ``train()`` in progress; a second raises
@@ -136,7 +148,8 @@ class Trainer:
                  stop: StopConditions | None = None, *, checkpoint_every: int | None = None,
                  resume: bool = False, progress: bool = True, summary: bool = True,
                  stream: TextIO | None = None, handle_sigint: bool = True,
-                 stop_algorithm: bool = False) -> None:
+                 stop_algorithm: bool = False, loggers: Sequence[ResultLogger] = (),
+                 on_result: Callable[[Trainer, dict[str, Any]], None] | None = None) -> None:
         self.algo = algo
         self.run_dir = Path(run_dir)
         self.stop = stop if stop is not None else StopConditions()
@@ -148,6 +161,8 @@ class Trainer:
         self.stream = stream
         self.handle_sigint = handle_sigint
         self.stop_algorithm = stop_algorithm
+        self.loggers = list(loggers)
+        self.on_result = on_result
         self._stop_requested = threading.Event()
         self._stop_request_reason = "stop requested"
 
@@ -191,8 +206,12 @@ class Trainer:
                         sigint.in_train = False
                 result["time_since_start_s"] = time.perf_counter() - start
                 logger.log(result)
+                for extra in self.loggers:
+                    extra.log(result)
                 if display:
                     display.update(result)
+                if self.on_result is not None:
+                    self.on_result(self, result)
                 done = stop.reason(result, algo.iteration - start_iteration,
                                    time.perf_counter() - start)
                 if done:
@@ -218,6 +237,8 @@ class Trainer:
                     if self.summary:
                         self._print_summary(stream, outcome, result, start)
                 logger.close()
+                for extra in self.loggers:
+                    extra.close()
             finally:
                 try:
                     if self.stop_algorithm:
