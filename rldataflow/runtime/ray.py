@@ -162,9 +162,11 @@ class RayRuntime(Runtime):
             :data:`DEFAULT_ACTOR_OPTIONS`, which reserve no CPU, so that many actors fit on a
             small machine; give e.g. ``{"num_cpus": 1}`` to have Ray place them by CPU).
         placement: ``"default"`` leaves placement to Ray (which packs actors that reserve no
-            CPU onto one node); ``"spread"`` places the actors round-robin over the cluster's
-            alive nodes, in creation order (a soft node affinity: an actor whose node is gone
-            or full goes elsewhere), so rollout workers use every node of a cluster.
+            CPU onto one node); ``"spread"`` pins the actors round-robin to the cluster's nodes
+            alive at each creation, in creation order, so rollout workers use every node of a
+            cluster (a replacement of an actor lost with its node goes to a node still alive).
+            Ray's own ``SPREAD`` strategy and soft node affinity both left actors that reserve
+            no CPU on one node of a two-node cluster in our test, hence the hard affinity.
         stop_timeout: seconds :meth:`shutdown` waits for actors' ``stop()`` methods.
         start_timeout: seconds :meth:`create_actor` waits for an actor to be scheduled and
             constructed (``None``: forever; Ray waits for resources an actor asks for).
@@ -244,7 +246,7 @@ class RayRuntime(Runtime):
             node = nodes[self._next_node % len(nodes)]
             self._next_node += 1
         return {**self.actor_options,
-                "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=True)}
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
 
     def placement(self) -> dict[str, str]:
         """Actor name -> id of the Ray node it runs on, for this runtime's live actors.
