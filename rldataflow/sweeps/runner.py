@@ -35,7 +35,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from rldataflow.sweeps.spec import SweepSpec, nested_overrides
-from rldataflow.sweeps.summary import TrialRecord, best_of, print_summary, write_summary
+from rldataflow.sweeps.summary import (
+    TrialRecord,
+    best_of,
+    format_value,
+    print_summary,
+    write_summary,
+)
 from rldataflow.training import StopConditions, Trainer
 from rldataflow.utils.config_sources import merge_overrides
 from rldataflow.utils.logger import flatten_dict
@@ -221,7 +227,7 @@ class Sweep:
         return record.best
 
     def _trial_line(self, record: TrialRecord, n_trials: int, start: float) -> None:
-        params = ", ".join(f"{k}={v}" for k, v in record.params.items())
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in record.params.items())
         best = "n/a" if not math.isfinite(record.best) else f"{record.best:.4g}"
         print(f"trial {record.number} ({record.number + 1}/{n_trials}; {params}): "
               f"{record.status}, best "

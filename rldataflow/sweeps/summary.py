@@ -72,26 +72,26 @@ def print_summary(trials: list[TrialRecord], metric: str, mode: str, stream: Tex
     table.add_column(f"best {metric}", justify="right")
     table.add_column("iters", justify="right")
     table.add_column("status")
-    table.add_column("run dir", overflow="fold")
+    table.add_column("run dir", no_wrap=True)
     for t in trials:
         mark = " *" if best is not None and t is best else ""
-        table.add_row(f"{t.number}{mark}", *(_cell(t.params.get(k)) for k in keys),
+        table.add_row(f"{t.number}{mark}", *(format_value(t.params.get(k)) for k in keys),
                       "n/a" if not math.isfinite(t.best) else f"{t.best:.4g}",
                       str(t.iterations), t.status + (f": {t.error}" if t.error else ""),
                       t.run_dir)
-    console = Console(file=stream, width=max(100, Console(file=stream).width),
-                      force_terminal=False, no_color=True)
+    # Wide enough for whole run directories: the table is only as wide as its cells.
+    console = Console(file=stream, width=400, force_terminal=False, no_color=True)
     console.print(table)
     if best is None:
         print(f"no trial reported {metric}", file=stream)
     else:
-        params = ", ".join(f"{k}={_cell(v)}" for k, v in best.params.items())
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in best.params.items())
         print(f"best trial: {best.number} ({params}) {metric}={best.best:.4g} "
               f"run dir: {best.run_dir}", file=stream)
     print(f"sweep directory: {sweep_dir}", file=stream)
 
 
-def _cell(value: Any) -> str:
+def format_value(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     return json.dumps(value) if isinstance(value, (list, dict)) else str(value)
