@@ -43,6 +43,7 @@ from rldataflow.sweeps.summary import (
     write_summary,
 )
 from rldataflow.training import StopConditions, Trainer
+from rldataflow.utils.coercion import ConfigError
 from rldataflow.utils.config_sources import merge_overrides
 from rldataflow.utils.logger import flatten_dict
 
@@ -68,8 +69,19 @@ def _finite(value: Any) -> bool:
             and math.isfinite(value))
 
 
-def _missing(package: str, extra: str) -> ImportError:
-    return ImportError(f"rldataflow tune needs {package}: pip install \"rldataflow[{extra}]\"")
+def _missing(package: str, extra: str) -> ConfigError:
+    # a ConfigError, like a missing pyarrow for `output`: one line, before anything runs
+    return ConfigError(f"rldataflow tune needs {package}: pip install \"rldataflow[{extra}]\"")
+
+
+def _check_installed(backend: str) -> None:
+    import importlib.util
+
+    if backend == "ray":
+        if importlib.util.find_spec("ray") is None or importlib.util.find_spec("ray.tune") is None:
+            raise _missing("Ray Tune", "tune")
+    elif importlib.util.find_spec("optuna") is None:
+        raise _missing("Optuna", "tune")
 
 
 @dataclass
@@ -105,6 +117,7 @@ class Sweep:
 
         make_config(self.algo, self.base, from_cli=True)
         self.spec.validate_against(get_algorithm(self.algo).Config, self.base)
+        _check_installed(self.backend)
 
     def run(self) -> list[TrialRecord]:
         """Run every trial, print the summary table, write ``sweep.json``; the trials."""

@@ -154,3 +154,19 @@ def test_ray_tune_sweep_runs_its_trials_on_the_cluster(two_node_cluster, tmp_pat
     # Tune kept the reported checkpoints too
     assert list((out / "ray_tune").rglob("checkpoint_*/metadata.json"))
     assert "best trial:" in proc.stdout
+
+
+def test_spread_placement_and_placement_report_on_one_node(ray_runtime):
+    from rldataflow.runtime.ray import RayRuntime
+
+    rt = RayRuntime(placement="spread")  # reuses the session's local Ray instance
+    try:
+        actors = [rt.create_actor(dict, name=f"d{i}") for i in range(3)]
+        placement = rt.placement()
+        assert set(placement) == {a.name for a in actors}
+        assert len(set(placement.values())) == 1  # one node: all actors on it
+        assert actors[0].call("__len__").result() == 0  # pinned actors work as usual
+    finally:
+        rt.shutdown()
+    with pytest.raises(ValueError, match="'placement' must be 'default' or 'spread'"):
+        RayRuntime(placement="pack")

@@ -150,3 +150,22 @@ def test_plan_on_the_ray_runtime_validates_its_options_and_starts_nothing():
         assert cli.main(["plan", "ppo", "--set", "runtime=ray",
                          "--set", "runtime_options.adress=auto"]) == 2
     assert "unknown ray runtime option 'adress' (did you mean 'address'?)" in stderr.getvalue()
+
+
+@pytest.mark.parametrize("runtime, missing, package", [("process", "optuna", "Optuna"),
+                                                       ("ray", "ray.tune", "Ray Tune")])
+def test_a_missing_extra_is_one_line_naming_the_pip_install(tmp_path, monkeypatch, runtime,
+                                                            missing, package):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == missing else real(name, *a))
+    stderr = io.StringIO()
+    with redirect_stderr(stderr), redirect_stdout(io.StringIO()):
+        code = cli.main(["tune", "ppo", "--runtime", runtime, "--grid", "lr=[1e-3,3e-4]",
+                         "--stop-iters", "1", "--out", str(tmp_path / "s")])
+    lines = stderr.getvalue().strip().splitlines()
+    assert code == 2 and lines == [f'error: rldataflow tune needs {package}: pip install '
+                                   f'"rldataflow[tune]"'], lines
+    assert not (tmp_path / "s").exists()
