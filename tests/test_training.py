@@ -138,3 +138,29 @@ def test_learner_thread_death_is_one_error_and_keeps_the_last_good_checkpoint(tm
             assert torch.isfinite(p).all()
     finally:
         restored.stop()
+
+
+def test_extra_loggers_get_every_result_and_on_result_can_stop_the_run(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.results, self.closed = [], False
+
+        def log(self, result):
+            self.results.append(result["iteration"])
+
+        def close(self):
+            self.closed = True
+
+    recorder = Recorder()
+    seen = []
+
+    def on_result(trainer, result):
+        seen.append(result["iteration"])
+        if result["iteration"] == 2:
+            trainer.request_stop("enough")
+
+    with build_pg() as algo:
+        outcome = Trainer(algo, tmp_path, StopConditions(stop_iters=5), progress=False,
+                          summary=False, loggers=[recorder], on_result=on_result).run()
+    assert recorder.results == seen == [1, 2] and recorder.closed
+    assert outcome.reason == "enough" and outcome.iterations == 2
