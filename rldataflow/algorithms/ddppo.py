@@ -49,7 +49,7 @@ class Config(PPOConfig):
     minibatch_size: int = field(
         default=128, metadata=_h("rows per SGD minibatch of each worker (the group's step "
                                  "averages num_workers of them)"))
-    num_epochs: int = field(default=4, metadata=_h("SGD passes over each worker's batch"))
+    num_epochs: int = field(default=6, metadata=_h("SGD passes over each worker's batch"))
     group_timeout_s: float = field(
         default=60.0, metadata=_h("seconds a worker waits for its peers in a rendezvous or an "
                                   "all-reduce before failing", gt=0))

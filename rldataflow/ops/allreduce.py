@@ -61,8 +61,11 @@ class GradientGroupOwner:
         group members block on each other, so there each one is forced on its own thread."""
         runtime = self.workers.runtime
         if runtime.completes_on_demand and len(futures) > 1:
-            with ThreadPoolExecutor(len(futures)) as pool:
-                list(pool.map(lambda f: f.exception(), futures))
+            by_actor: dict[Any, list[Any]] = {}
+            for fut in futures:  # one thread per actor: its calls still run in order
+                by_actor.setdefault(fut.actor.actor_id, []).append(fut)
+            with ThreadPoolExecutor(len(by_actor)) as pool:
+                list(pool.map(lambda fs: [f.exception() for f in fs], by_actor.values()))
         else:
             runtime.wait(futures, ALL_COMPLETED)
         out: list[tuple[Any, BaseException | None]] = []
