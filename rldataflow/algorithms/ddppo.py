@@ -22,6 +22,7 @@ KL penalty (a worker-local adaptive coefficient would drift apart between worker
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,3 +97,16 @@ class DDPPO(AlgorithmBuilder):
 
     def make_plan(self, workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
         return plan(workers, config)
+
+    # The driver's policy is a mirror of the weights only; the optimizer state lives on the
+    # workers, so a checkpoint takes rank 0's and a restore gives it to every worker.
+    def extra_state(self, plan: Plan, workers: WorkerSet, config: Config) -> dict[str, Any]:
+        return {"worker_policy": _group(plan).member_state()}
+
+    def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
+                            state: Mapping[str, Any]) -> None:
+        _group(plan).set_member_state(dict(state["worker_policy"]))
+
+
+def _group(plan: Plan) -> GradientGroupOwner:
+    return next(r for r in plan.resources if isinstance(r, GradientGroupOwner))

@@ -111,16 +111,26 @@ class GradientGroupOwner:
                      if not isinstance(err, ActorDiedError)]
         restarted = [self.workers.replace_dead_worker(i, a, err) for i, a, err in dead]
         if survivors:
-            state = survivors[0].call("get_state").result()
-            # weights and optimizer, not the survivor's RNG: the new worker explores its own way
-            state["policy"].pop("generator_state", None)
-            state["policy"].pop("np_rng_state", None)
-            state.pop("num_steps_sampled", None)
-            for actor in restarted:
-                actor.call("set_state", state).result()
+            self.set_member_state(self.member_state(survivors[0]), restarted)
         self.spec = None
         self.num_reforms += 1
         return True
+
+    def member_state(self, actor: ActorHandle | None = None) -> dict[str, Any]:
+        """A member's policy state (weights, optimizer, counters; default: rank 0's) without
+        its RNG states: a worker given it still explores its own way."""
+        actor = actor if actor is not None else self.workers.remote_workers()[0]
+        state = actor.call("get_state").result()["policy"]
+        state.pop("generator_state", None)
+        state.pop("np_rng_state", None)
+        return state
+
+    def set_member_state(self, state: dict[str, Any],
+                         actors: list[ActorHandle] | None = None) -> None:
+        """Give ``actors`` (default: every member) the policy state ``state``."""
+        targets = self.workers.remote_workers() if actors is None else actors
+        for fut in [a.call("apply", _set_policy_state, state) for a in targets]:
+            fut.result()
 
     def stop(self) -> None:
         if self.spec is None:
@@ -128,6 +138,10 @@ class GradientGroupOwner:
         self.spec = None
         futures = [a.call("leave_group") for a in self.workers.remote_workers()]
         self.results(futures)  # errors of dead workers do not matter here
+
+
+def _set_policy_state(worker: Any, state: dict[str, Any]) -> None:
+    worker.policy.set_state(state)
 
 
 class _RecordRound(Operator):
@@ -145,7 +159,10 @@ class _RecordRound(Operator):
         metrics.info["learner"] = learner
         metrics.info["group_size"] = len(stats)
         metrics.info["group_reforms"] = outcome["reforms"]
-        metrics.timers["learn"].push(outcome["time_s"])
+        metrics.timers["round"].push(outcome["time_s"])
+        for name in ("sample", "learn", "allreduce"):  # the workers' mean
+            metrics.timers[f"worker_{name}"].push(
+                float(np.mean([info["timers"][name] for info in outcome["infos"]])))
         return learner
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 import datetime
 import socket
 import threading
+import time
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -39,6 +40,8 @@ __all__ = ["GlooGroup", "GradientGroup", "GroupSpec", "ThreadGroup", "free_port"
 class GradientGroup(Protocol):
     rank: int
     world_size: int
+    #: seconds spent in allreduce_mean so far (waiting for the peers included)
+    allreduce_s: float
 
     def allreduce_mean(self, tensors: list[torch.Tensor]) -> None: ...
     def broadcast(self, tensors: list[torch.Tensor], src: int = 0) -> None: ...
@@ -71,6 +74,7 @@ class GlooGroup:
             raise RuntimeError("this torch build has no torch.distributed gloo backend")
         timeout = datetime.timedelta(seconds=timeout_s)
         self.rank, self.world_size = int(rank), int(world_size)
+        self.allreduce_s = 0.0
         self._store = dist.TCPStore(addr, int(port), self.world_size, self.rank == 0,
                                     timeout=timeout)
         opts = dist.ProcessGroupGloo._Options()
@@ -83,10 +87,12 @@ class GlooGroup:
     def allreduce_mean(self, tensors: list[torch.Tensor]) -> None:
         if self.world_size == 1 or not tensors:
             return
+        start = time.perf_counter()
         flat = _flat(tensors)
         self._pg.allreduce([flat]).wait()  # a sum; ring allreduce: identical on every member
         flat /= self.world_size
         _unflat(flat, tensors)
+        self.allreduce_s += time.perf_counter() - start
 
     def broadcast(self, tensors: list[torch.Tensor], src: int = 0) -> None:
         if self.world_size == 1 or not tensors:
@@ -121,6 +127,7 @@ class ThreadGroup:
     def __init__(self, rank: int, world_size: int, tag: str = "g",
                  timeout_s: float = 60.0) -> None:
         self.rank, self.world_size = int(rank), int(world_size)
+        self.allreduce_s = 0.0
         self.timeout_s = timeout_s
         with _THREAD_GROUPS_LOCK:
             self._rv = _THREAD_GROUPS.setdefault(tag, _ThreadRendezvous(self.world_size))
@@ -140,11 +147,13 @@ class ThreadGroup:
     def allreduce_mean(self, tensors: list[torch.Tensor]) -> None:
         if self.world_size == 1 or not tensors:
             return
+        start = time.perf_counter()
         parts = self._exchange(_flat(tensors))
         total = parts[0].clone()
         for part in parts[1:]:  # rank order: the same float sum on every member, every run
             total += part
         _unflat(total / self.world_size, tensors)
+        self.allreduce_s += time.perf_counter() - start
 
     def broadcast(self, tensors: list[torch.Tensor], src: int = 0) -> None:
         if self.world_size == 1 or not tensors:

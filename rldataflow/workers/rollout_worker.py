@@ -6,6 +6,7 @@ It is a plain class; runtimes turn it into an actor (inline object, local proces
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,8 +20,8 @@ from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
 from rldataflow.envs.vector_env import make_vector_env
 from rldataflow.policies.policy import TorchPolicy
-from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
+from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 
 __all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
 
@@ -307,20 +308,27 @@ class RolloutWorker(WorkerBase):
         (:meth:`join_group`), so every member takes the same step. All members must be
         called alike (same epochs, minibatches and batch size).
 
-        Returns ``{"count", "stats", "learner_stats", "weights_version"}``.
+        Returns ``{"count", "stats", "learner_stats", "weights_version", "timers"}``; the
+        timers are seconds spent sampling, learning and, within learning, in all-reduces
+        (waiting for the peers included).
         """
         group = getattr(self, "_group", None)
         if group is None:
             raise RuntimeError(f"worker {self.worker_index} is in no gradient group; call "
                                "join_group first")
+        start = time.perf_counter()
         batch = self.sample()
         if prepare is not None:
             batch = prepare(batch)
+        sampled = time.perf_counter()
+        waited = group.allreduce_s
         learner_stats = self.policy.learn_on_batch(batch, num_epochs=num_epochs,
                                                    minibatch_size=minibatch_size,
                                                    grad_reducer=group.allreduce_mean)
         return {"count": batch.count, "stats": batch.stats, "learner_stats": learner_stats,
-                "weights_version": self.policy.weights_version}
+                "weights_version": self.policy.weights_version,
+                "timers": {"sample": sampled - start, "learn": time.perf_counter() - sampled,
+                           "allreduce": group.allreduce_s - waited}}
 
     # -- policy passthrough -------------------------------------------------------------------
     #: The id of the single policy (multi-agent workers hold several, see ``policy_ids``).

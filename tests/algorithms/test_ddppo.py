@@ -39,7 +39,8 @@ def test_plan_describe_needs_no_workers_started():
     assert "AllReduceTraining(2 workers" in proc.stdout and "ddppo.py:" in proc.stdout
 
 
-@pytest.mark.parametrize("runtime", ["inline", "process"])
+@pytest.mark.parametrize("runtime", ["inline", "process",
+                                     pytest.param("ray", marks=pytest.mark.ray)])
 def test_workers_stay_identical_without_any_broadcast(runtime):
     with rldataflow.build("ddppo", runtime=runtime, **SMALL) as algo:
         before = _remote_weights(algo)[0]
@@ -139,3 +140,39 @@ def test_ddppo_cartpole(record_property):
     record_property("env_steps", steps)
     record_property("wall_time_s", round(wall, 1))
     assert mean_return >= 450, f"mean return {mean_return:.1f} after {steps} steps"
+
+
+def test_every_config_field_is_documented():
+    import dataclasses
+
+    from rldataflow.trainer import algorithm_module
+    from rldataflow.utils.config import config_help
+
+    cls = algorithm_module("ddppo").Config
+    text = config_help(cls)
+    for f in dataclasses.fields(cls):
+        line = next(row for row in text.splitlines() if row.split()[0] == f.name)
+        assert len(line.split()) > 3, f"ddppo.Config.{f.name} has no help text"
+
+
+def test_save_restore_gives_every_worker_rank_zeros_optimizer_state(tmp_path):
+    with rldataflow.build("ddppo", runtime="process", **SMALL) as algo:
+        algo.train()
+        algo.save(tmp_path / "ckpt")
+        saved = algo.workers.remote_workers()[0].call("get_state").result()["policy"]
+    from rldataflow.trainer import Algorithm
+
+    with Algorithm.restore(tmp_path / "ckpt") as algo:
+        assert algo.iteration == 1
+        states = [w.call("get_state").result()["policy"]
+                  for w in algo.workers.remote_workers()]
+        for state in states:
+            assert state["num_grad_updates"] == saved["num_grad_updates"] == 4
+            for key, value in saved["optimizer"]["state"].items():
+                for name in ("exp_avg", "exp_avg_sq"):
+                    np.testing.assert_array_equal(state["optimizer"]["state"][key][name],
+                                                  value[name])
+        result = algo.train()
+        assert result["iteration"] == 2
+        after = _remote_weights(algo)
+    _assert_same(after[0], after[1])
