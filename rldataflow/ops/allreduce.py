@@ -24,6 +24,7 @@ the survivors' partial step of the failed round is overwritten by the new group'
 from __future__ import annotations
 
 import itertools
+import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -36,7 +37,7 @@ from rldataflow.ops.rollouts import record_sampled
 from rldataflow.runtime import ActorDiedError, ActorHandle
 from rldataflow.runtime.base import ALL_COMPLETED
 from rldataflow.workers import WorkerSet
-from rldataflow.workers.grad_group import GroupSpec, free_port
+from rldataflow.workers.grad_group import GroupSpec, abort_thread_group, free_port
 
 __all__ = ["AllReduceTraining", "GradientGroupOwner"]
 
@@ -56,16 +57,24 @@ class GradientGroupOwner:
         #: how many times the group was formed again after a worker died
         self.num_reforms = 0
 
-    def results(self, futures: list[Any]) -> list[tuple[Any, BaseException | None]]:
+    def results(self, futures: list[Any], spec: GroupSpec | None = None
+                ) -> list[tuple[Any, BaseException | None]]:
         """``(value, error)`` of each call. Inline calls run when asked for, one at a time;
-        group members block on each other, so there each one is forced on its own thread."""
+        group members block on each other, so there each one is forced on its own thread
+        (and a failed one wakes its peers in the thread group ``spec``)."""
         runtime = self.workers.runtime
         if runtime.completes_on_demand and len(futures) > 1:
             by_actor: dict[Any, list[Any]] = {}
             for fut in futures:  # one thread per actor: its calls still run in order
                 by_actor.setdefault(fut.actor.actor_id, []).append(fut)
+
+            def force(fs: list[Any]) -> None:
+                for f in fs:
+                    if f.exception() is not None and spec is not None:
+                        abort_thread_group(spec.tag)
+
             with ThreadPoolExecutor(len(by_actor)) as pool:
-                list(pool.map(lambda fs: [f.exception() for f in fs], by_actor.values()))
+                list(pool.map(force, by_actor.values()))
         else:
             runtime.wait(futures, ALL_COMPLETED)
         out: list[tuple[Any, BaseException | None]] = []
@@ -91,12 +100,10 @@ class GradientGroupOwner:
         actors = self.workers.remote_workers()
         spec = self._spec(actors)
         outcomes = self.results([a.call("join_group", spec, rank)
-                                 for rank, a in enumerate(actors)])
+                                 for rank, a in enumerate(actors)], spec)
         if self.replace_dead(actors, outcomes):
             return self.form()
-        for _, err in outcomes:
-            if err is not None:
-                raise err
+        raise_first_cause(outcomes)
         self.spec = spec
 
     def replace_dead(self, actors: list[ActorHandle],
@@ -138,6 +145,17 @@ class GradientGroupOwner:
         self.spec = None
         futures = [a.call("leave_group") for a in self.workers.remote_workers()]
         self.results(futures)  # errors of dead workers do not matter here
+
+
+def raise_first_cause(outcomes: list[tuple[Any, BaseException | None]]) -> None:
+    """Raise the first error that is not a peer's reaction to it (a thread group's broken
+    barrier, gloo's closed connection or timeout), else the first error."""
+    errors = [err for _, err in outcomes if err is not None]
+    if not errors:
+        return
+    causes = [e for e in errors if not isinstance(e, threading.BrokenBarrierError)
+              and "Connection closed by peer" not in str(e) and "Timed out" not in str(e)]
+    raise (causes or errors)[0]
 
 
 def _set_policy_state(worker: Any, state: dict[str, Any]) -> None:
@@ -196,13 +214,13 @@ def AllReduceTraining(workers: WorkerSet, num_epochs: int = 1,
             futures = [a.call("sample_and_learn", num_epochs, minibatch_size, prepare)
                        for a in actors]
             mirror = actors[0].call("get_weights")  # queued after rank 0's step
-            outcomes = group.results([*futures, mirror])
+            outcomes = group.results([*futures, mirror], group.spec)
             weights, mirror_err = outcomes.pop()
             if group.replace_dead(actors, outcomes):
                 continue  # the peers of a dead worker failed too; run the round again
-            for _, err in [*outcomes, (None, mirror_err)]:
-                if err is not None:
-                    raise err
+            if any(err is not None for _, err in outcomes) or mirror_err is not None:
+                group.spec = None  # the group is broken: the next round forms a new one
+                raise_first_cause([*outcomes, (None, mirror_err)])
             local = workers.local_worker()
             infos = [value for value, _ in outcomes]
             local.set_weights(weights, version=infos[0]["weights_version"])

@@ -34,7 +34,8 @@ from typing import Protocol
 
 import torch
 
-__all__ = ["GlooGroup", "GradientGroup", "GroupSpec", "ThreadGroup", "free_port", "node_ip"]
+__all__ = ["GlooGroup", "GradientGroup", "GroupSpec", "ThreadGroup", "abort_thread_group",
+           "free_port", "node_ip"]
 
 
 class GradientGroup(Protocol):
@@ -164,6 +165,15 @@ class ThreadGroup:
         with _THREAD_GROUPS_LOCK:
             if _THREAD_GROUPS.get(self.tag) is self._rv:
                 del _THREAD_GROUPS[self.tag]
+
+
+def abort_thread_group(tag: str) -> None:
+    """Wake the members of thread group ``tag`` waiting for a peer that failed (they raise
+    ``threading.BrokenBarrierError``) instead of letting them wait out the timeout."""
+    with _THREAD_GROUPS_LOCK:
+        rv = _THREAD_GROUPS.pop(tag, None)
+    if rv is not None:
+        rv.barrier.abort()
 
 
 @dataclass(frozen=True)

@@ -176,3 +176,18 @@ def test_save_restore_gives_every_worker_rank_zeros_optimizer_state(tmp_path):
         assert result["iteration"] == 2
         after = _remote_weights(algo)
     _assert_same(after[0], after[1])
+
+
+def test_an_error_in_one_inline_worker_is_raised_at_once_not_after_the_timeout():
+    with rldataflow.build("ddppo", runtime="inline", **SMALL) as algo:
+        algo.train()
+        worker = algo.workers.runtime.instance(algo.workers.remote_workers()[1])
+
+        def broken(batch, **kwargs):
+            raise ValueError("broken learner on worker 2")
+
+        worker.policy.learn_on_batch = broken
+        start = time.perf_counter()
+        with pytest.raises(Exception, match="broken learner on worker 2"):
+            algo.train()
+        assert time.perf_counter() - start < 20  # the group's timeout is 60 s
