@@ -47,6 +47,10 @@ class Config(PPOConfig):
     is not used); a round is ``num_workers`` times that many env steps."""
 
     num_workers: int = field(default=2, metadata=_h("workers in the group (>= 1)", ge=1))
+    train_batch_size: int = field(
+        default=1024, metadata=_h("not used: a round is num_workers x num_envs_per_worker x "
+                                  "rollout_fragment_length env steps"))
+    kl_target: float = field(default=0.01, metadata=_h("not used (no KL penalty)"))
     minibatch_size: int = field(
         default=128, metadata=_h("rows per SGD minibatch of each worker (the group's step "
                                  "averages num_workers of them)"))
@@ -73,6 +77,9 @@ class Config(PPOConfig):
             raise ConfigError("config key 'kl_coeff' must be 0: DD-PPO has no KL penalty")
         if self.policies:
             raise ConfigError("config key 'policies': DD-PPO is single-agent")
+        if self.output is not None:
+            raise ConfigError("config key 'output' is not supported by DD-PPO: its batches "
+                              "never leave the workers")
 
 
 def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:

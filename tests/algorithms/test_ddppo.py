@@ -115,6 +115,7 @@ def test_killed_rank_zero_during_a_round_is_survived():
     (dict(num_workers=0), "num_workers"),
     (dict(kl_coeff=0.2), "kl_coeff"),
     (dict(minibatch_size=4096), "minibatch_size"),
+    (dict(output="/tmp/x"), "output"),
 ])
 def test_bad_config_names_the_key(bad, key):
     with pytest.raises(ConfigError, match=key):
