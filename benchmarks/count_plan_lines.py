@@ -35,6 +35,10 @@ ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
                            "composite", "sac", "es", "ars")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
+ALGORITHMS["ddppo"] = ("rldataflow.algorithms.ddppo", "plan")
+# RLlib 1.x's DD-PPO execution_plan (rllib/agents/ppo/ddppo.py as stored at ray commit
+# 07cae7c, counted by hand the same way); its worker-side helpers lived in RolloutWorker
+RAY_1_0["ddppo"] = (108, 72, 0)
 ROOT = Path(__file__).resolve().parents[1]
 
 _NON_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,

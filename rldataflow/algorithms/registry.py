@@ -33,6 +33,7 @@ BUILTIN: dict[str, str] = {
     "a2c": "rldataflow.algorithms.a2c",
     "a3c": "rldataflow.algorithms.a3c",
     "ppo": "rldataflow.algorithms.ppo",
+    "ddppo": "rldataflow.algorithms.ddppo",
     "dqn": "rldataflow.algorithms.dqn",
     "apex": "rldataflow.algorithms.apex",
     "impala": "rldataflow.algorithms.impala",

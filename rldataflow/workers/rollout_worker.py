@@ -6,11 +6,13 @@ It is a plain class; runtimes turn it into an actor (inline object, local proces
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium
 import numpy as np
+import torch
 
 from rldataflow.data.dataset import DatasetOutput
 from rldataflow.data.sample_batch import SampleBatch
@@ -19,6 +21,7 @@ from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
 from rldataflow.envs.vector_env import make_vector_env
 from rldataflow.policies.policy import TorchPolicy
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
+from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 
 __all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
 
@@ -275,6 +278,58 @@ class RolloutWorker(WorkerBase):
             "weights_version": self.policy.weights_version,
         }
 
+    # -- decentralized training in a gradient group (DD-PPO) -------------------------------------
+    def group_address(self) -> tuple[str, int]:
+        """``(this node's IP, a free port on it)``: where a group this worker hosts (as rank 0)
+        can rendezvous, seen from other nodes."""
+        ip = node_ip()
+        return ip, free_port(ip)
+
+    def join_group(self, spec: GroupSpec, rank: int) -> int:
+        """Leave any group, join the one ``spec`` names as ``rank`` (blocks until every member
+        joined), then take rank 0's weights, so members start equal. Returns the world size."""
+        self.leave_group()
+        torch.set_num_threads(1)  # a group member shares the cores with its peers
+        self._group = spec.join(rank)
+        self._group.broadcast([p.data for p in self.policy.model.parameters()], src=0)
+        return self._group.world_size
+
+    def leave_group(self) -> None:
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.close()
+        self._group = None
+
+    def sample_and_learn(self, num_epochs: int = 1, minibatch_size: int | None = None,
+                         prepare: Callable[[SampleBatch], SampleBatch] | None = None
+                         ) -> dict[str, Any]:
+        """Sample a batch, ``prepare`` it (e.g. standardize advantages) and run minibatch SGD
+        on it with every minibatch's gradients averaged over the worker's group
+        (:meth:`join_group`), so every member takes the same step. All members must be
+        called alike (same epochs, minibatches and batch size).
+
+        Returns ``{"count", "stats", "learner_stats", "weights_version", "timers"}``; the
+        timers are seconds spent sampling, learning and, within learning, in all-reduces
+        (waiting for the peers included).
+        """
+        group = getattr(self, "_group", None)
+        if group is None:
+            raise RuntimeError(f"worker {self.worker_index} is in no gradient group; call "
+                               "join_group first")
+        start = time.perf_counter()
+        batch = self.sample()
+        if prepare is not None:
+            batch = prepare(batch)
+        sampled = time.perf_counter()
+        waited = group.allreduce_s
+        learner_stats = self.policy.learn_on_batch(batch, num_epochs=num_epochs,
+                                                   minibatch_size=minibatch_size,
+                                                   grad_reducer=group.allreduce_mean)
+        return {"count": batch.count, "stats": batch.stats, "learner_stats": learner_stats,
+                "weights_version": self.policy.weights_version,
+                "timers": {"sample": sampled - start, "learn": time.perf_counter() - sampled,
+                           "allreduce": group.allreduce_s - waited}}
+
     # -- policy passthrough -------------------------------------------------------------------
     #: The id of the single policy (multi-agent workers hold several, see ``policy_ids``).
     DEFAULT_POLICY_ID = DEFAULT_POLICY_ID
@@ -394,7 +449,8 @@ class RolloutWorker(WorkerBase):
             env.close()
 
     def stop(self) -> None:
-        """Close the envs."""
+        """Leave the gradient group, close the envs."""
+        self.leave_group()
         self.vector_env.close()
 
     def __repr__(self) -> str:
