@@ -35,6 +35,9 @@ ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
                            "composite", "sac", "es", "ars")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
+# multi-agent (Ray 1.0's QMIX had no execution plan of its own; MADDPG was a contrib trainer)
+ALGORITHMS["qmix"] = ("rldataflow.algorithms.qmix", "plan")
+ALGORITHMS["maddpg"] = ("rldataflow.algorithms.maddpg", "plan")
 ROOT = Path(__file__).resolve().parents[1]
 
 _NON_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
@@ -116,7 +119,9 @@ def main() -> None:
     for name in ALGORITHMS:
         c = count(name)
         both = Count(c["plan"].all + c["helpers"].all, c["plan"].code + c["helpers"].code)
-        if RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
+        if name not in RAY_1_0:  # no Ray 1.0 plan counted for it
+            ray_cell, ratio = "- (not counted)", "-"
+        elif RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
             ray_cell, ratio = "- (imperative)", "-"
         else:
             ray_all, ray_code, ray_helpers = RAY_1_0[name]

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
-from test_qmix import random_return
 from torch import nn
 
 import rldataflow
