@@ -16,8 +16,8 @@ Layout of a group's observation (:meth:`GroupAgents.layout`)::
 The global state is ``env.state()`` when the env implements it (MPE does), else the
 concatenation of every possible agent's last observation (zeros for agents not present).
 A member that is done before the rest of its group sees zeros and its actions are not sent;
-the group is done when all its members are (``terminated`` if all terminated, else
-``truncated``).
+the group is done when all its members are (``truncated`` if any member was truncated, else
+``terminated``).
 
 Example::
 
@@ -138,6 +138,7 @@ class GroupAgents(ParallelEnv):  # type: ignore[misc,valid-type]
             self._build_spaces(g, members, state_size)
         self._last_obs: dict[str, np.ndarray] = {}
         self._done: set[str] = set()
+        self._truncated: set[str] = set()
         self.render_mode = getattr(env, "render_mode", None)
 
     def _probe_state(self) -> bool:
@@ -219,6 +220,7 @@ class GroupAgents(ParallelEnv):  # type: ignore[misc,valid-type]
         obs, infos = self.env.reset(seed=seed, options=options)
         self._last_obs = dict(obs)
         self._done = set()
+        self._truncated = set()
         self.agents = [g for g, m in self.groups.items() if any(a in obs for a in m)]
         self.agents += [a for a in self._ungrouped if a in self.env.agents]
         out_infos = {g: {a: infos.get(a, {}) for a in self.groups[g]} for g in self.groups}
@@ -259,10 +261,13 @@ class GroupAgents(ParallelEnv):  # type: ignore[misc,valid-type]
             for a in members:
                 if terms.get(a) or truncs.get(a) or a not in self.env.agents:
                     self._done.add(a)
+                if truncs.get(a) and not terms.get(a):
+                    self._truncated.add(a)
+            # members that left without a flag count as terminated (nothing to bootstrap)
             all_done = all(a in self._done for a in members)
-            all_term = all(bool(terms.get(a)) for a in members)
-            out_te[g] = all_done and all_term
-            out_tr[g] = all_done and not all_term
+            any_trunc = any(a in self._truncated for a in members)
+            out_te[g] = all_done and not any_trunc
+            out_tr[g] = all_done and any_trunc
             out_i[g] = {a: infos.get(a, {}) for a in members}
         for a in self._ungrouped:
             if a in rewards:
