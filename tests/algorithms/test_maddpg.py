@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from gymnasium import spaces
+from test_qmix import random_return
 from torch import nn
 
 import rldataflow
@@ -155,3 +157,24 @@ def test_save_and_restore_gives_identical_state(tmp_path, assert_same_state):
         assert restored.train()["iteration"] == 2
     finally:
         restored.stop()
+
+
+@pytest.mark.learning
+@pytest.mark.timeout(600)
+def test_maddpg_beats_random_on_simple_spread(record_property):
+    """Two agents of MPE simple_spread (continuous), 25-step episodes: the greedy actors'
+    mean team return against uniformly random actions, both over the same 100 episodes."""
+    episodes, env_config = 100, {"N": 2, "max_cycles": 25, "continuous_actions": True}
+    random = random_return("mpe2.simple_spread_v3", env_config, episodes)
+    cpu = time.process_time()
+    with rldataflow.build("maddpg", runtime="inline", seed=0, env_config=env_config,
+                          training_intensity=64, min_steps_per_iteration=1000) as algo:
+        while algo.train()["env_steps_sampled"] < 25_000:
+            pass
+        learned = algo.evaluate(episodes)["evaluation/episode_return_mean"]
+    cpu = time.process_time() - cpu
+    record_property("maddpg_spread_random", random)
+    record_property("maddpg_spread_learned", learned)
+    print(f"simple_spread N=2: random {random:.2f}, MADDPG greedy {learned:.2f} "
+          f"({episodes} episodes; 25k env steps, {cpu:.0f} CPU s)")
+    assert learned >= random + 8.0
