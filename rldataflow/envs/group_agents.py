@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -303,6 +304,9 @@ class GroupedEnvCreator:
         self.default_group = default_group
 
     def __call__(self, env_config: Mapping[str, Any] | None = None) -> GroupAgents:
+        if (isinstance(self.spec, str) and self.spec.split(".")[0] == "mpe2"
+                and importlib.util.find_spec("mpe2") is None):
+            raise EnvError(f"env {self.spec!r} needs the MPE envs: pip install 'rldataflow[mpe]'")
         env = make_multi_agent_env(self.spec, dict(env_config or {}))
         groups = self.groups or {self.default_group: list(env.possible_agents)}
         return GroupAgents(env, groups, state=self.state)

@@ -89,3 +89,13 @@ def test_mpe_simple_spread_continuous_group_has_a_box_joint_action():
     space = env.action_space("team")
     assert isinstance(space, spaces.Box) and space.shape == (10,)
     assert env.layout("team").state_size == 24   # MPE's own state()
+
+
+def test_missing_mpe2_is_one_line_naming_the_extra(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "mpe2" else real(name, *a))
+    with pytest.raises(EnvError, match=r"pip install 'rldataflow\[mpe\]'"):
+        GroupedEnvCreator("mpe2.simple_spread_v3")({})
