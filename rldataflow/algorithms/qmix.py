@@ -27,7 +27,9 @@ episodes. The global state is the env's ``state()`` when it has one, else all ag
 observations (see GroupAgents). Defaults are the paper's (batch 32 episodes, 5000-episode
 buffer, gamma 0.99, mixing embed 32, epsilon 1 -> 0.05, grad clip 10) except Adam at 1e-3
 instead of RMSprop 5e-4, target copies every 1000 env steps instead of 200 episodes and a
-10k-step epsilon anneal instead of 50k, for a CI-sized budget on 25-step MPE episodes.
+10k-step epsilon anneal instead of 50k. These learn the paper's two-step game (with the
+settings of its test); on MPE simple_spread QMIX does not clearly beat random actions within
+40k env steps (measured figures in ``docs/algorithms.md``).
 
 Dataflow (``rldataflow plan qmix``)::
 
