@@ -39,6 +39,9 @@ ALGORITHMS["ddppo"] = ("rldataflow.algorithms.ddppo", "plan")
 # RLlib 1.x's DD-PPO execution_plan (rllib/agents/ppo/ddppo.py as stored at ray commit
 # 07cae7c, counted by hand the same way); its worker-side helpers lived in RolloutWorker
 RAY_1_0["ddppo"] = (108, 72, 0)
+# multi-agent (Ray 1.0's QMIX had no execution plan of its own; MADDPG was a contrib trainer)
+ALGORITHMS["qmix"] = ("rldataflow.algorithms.qmix", "plan")
+ALGORITHMS["maddpg"] = ("rldataflow.algorithms.maddpg", "plan")
 ROOT = Path(__file__).resolve().parents[1]
 
 _NON_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,
@@ -120,7 +123,9 @@ def main() -> None:
     for name in ALGORITHMS:
         c = count(name)
         both = Count(c["plan"].all + c["helpers"].all, c["plan"].code + c["helpers"].code)
-        if RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
+        if name not in RAY_1_0:  # no Ray 1.0 plan counted for it
+            ray_cell, ratio = "- (not counted)", "-"
+        elif RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
             ray_cell, ratio = "- (imperative)", "-"
         else:
             ray_all, ray_code, ray_helpers = RAY_1_0[name]

@@ -41,6 +41,8 @@ BUILTIN: dict[str, str] = {
     "sac": "rldataflow.algorithms.sac",
     "ddpg": "rldataflow.algorithms.ddpg",
     "td3": "rldataflow.algorithms.td3",
+    "qmix": "rldataflow.algorithms.qmix",
+    "maddpg": "rldataflow.algorithms.maddpg",
     "composite": "rldataflow.algorithms.composite",
     "es": "rldataflow.algorithms.es",
     "ars": "rldataflow.algorithms.ars",

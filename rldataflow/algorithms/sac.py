@@ -155,6 +155,10 @@ class OffPolicyConfig(AlgorithmConfig):
         for ok, key, text in checks:
             if not ok:
                 raise ConfigError(f"config key {key!r} {text} (got {getattr(self, key)!r})")
+        self.check_env()
+
+    def check_env(self) -> None:
+        """A one-line ConfigError unless the env suits the algorithm (a bounded Box)."""
         check_box_env(self, self.algorithm_name)
 
 
