@@ -416,8 +416,9 @@ class ThrottleSampling(StreamOperator):
     """Hold the sample stream back while learning lags behind it.
 
     Place it right after the rollouts: the next batch is pulled only while
-    ``env_steps_trained >= training_intensity * (env_steps_sampled - warmup_steps)``, counting
-    the plan's counters from where this stream started. Replayed rows per sampled row then stay
+    ``env_steps_trained >= training_intensity * (env_steps_sampled - replay_rows_lost -
+    warmup_steps)``, counting the plan's counters from where this stream started (rows lost
+    with a dead replay shard are sampled again, to refill its empty replacement). Replayed rows per sampled row then stay
     near ``training_intensity`` whatever the relative speed of actors and learner. Meanwhile it
     waits on the plan (the learner flow of an async ``Concurrently`` moves); the workers finish
     the requests already in flight and idle. Example::
@@ -440,10 +441,15 @@ class ThrottleSampling(StreamOperator):
         # but its replay buffers do).
         start = metrics.counters
         sampled0, trained0 = start["env_steps_sampled"], start["env_steps_trained"]
+        lost0 = start[ROWS_LOST]
         while True:
             counters = metrics.counters
             trained = counters["env_steps_trained"] - trained0
-            sampled = counters["env_steps_sampled"] - sampled0
+            # Rows lost with a dead replay shard do not count as sampled: its empty replacement
+            # must refill before it can serve. Counting them deadlocks a plan whose shards all
+            # restarted: the learner waits for rows, sampling waits for the learner.
+            sampled = (counters["env_steps_sampled"] - sampled0
+                       - (counters[ROWS_LOST] - lost0))
             if sampled > trained / self.training_intensity + self.warmup_steps:
                 waiting_on_plan(f"sampling waits for training ({int(counters['env_steps_trained'])}"
                                 f" rows trained, {int(counters['env_steps_sampled'])} sampled)",
