@@ -239,6 +239,9 @@ def test_throttle_sampling_lets_rows_lost_with_a_dead_shard_be_sampled_again():
     counters[ROWS_LOST] = 20  # a shard died with 20 rows: 2 more batches to refill it
     assert [next(raw)["rewards"][0] for _ in range(2)] == [3.0, 4.0]
     assert next(raw) is NOT_READY
+    counters[ROWS_LOST] += 1000  # a big shard died: the warm-up again (20 rows), not 1000
+    assert [next(raw)["rewards"][0] for _ in range(2)] == [5.0, 6.0]
+    assert next(raw) is NOT_READY
 
 
 def test_throttle_sampling_rejects_bad_intensity():
