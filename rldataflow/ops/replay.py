@@ -421,8 +421,9 @@ class ThrottleSampling(StreamOperator):
     ``regranted`` gives each death of a replay shard (``replay_rows_lost`` grows) its lost rows
     again, at most ``warmup_steps`` of them, to refill its empty replacement. Replayed rows
     per sampled row then stay near ``training_intensity`` whatever the relative speed of
-    actors and learner. Meanwhile it waits on the plan (the learner flow of an async ``Concurrently`` moves); the workers finish
-    the requests already in flight and idle. Example::
+    actors and learner. Meanwhile it waits on the plan (the learner flow of an async
+    ``Concurrently`` moves); the workers finish the requests already in flight and idle.
+    Example::
 
         rollouts = ParallelRollouts(workers, mode="async").for_each(ThrottleSampling(4, 5000))
     """
