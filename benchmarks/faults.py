@@ -132,6 +132,11 @@ def restarts(algo_name: str, algo: Any) -> int:
     return algo.plan.aggregators.num_restarts
 
 
+def driver_kills(killed: list[tuple[float, str, int]]) -> int:
+    """Kills the driver's pools answer (an aggregator restarts its own dead workers)."""
+    return sum(kind != "aggregator's worker" for _, kind, _ in killed)
+
+
 def run(algo_name: str, runtime: str, steps: int, seed: int, kill_times: list[float] | None,
         timeout_s: float) -> dict[str, Any]:
     config = dict(CONFIGS[algo_name], runtime=runtime, seed=seed)
@@ -160,7 +165,10 @@ def run(algo_name: str, runtime: str, steps: int, seed: int, kill_times: list[fl
                                           int(result.get("info", {}).get(
                                               "aggregator_worker_restarts", 0) or 0))
                 done = result["env_steps_sampled"] - steps0 >= steps
-                if done and (killer is None or len(killer.killed) == len(killer.times)):
+                if done and (killer is None or (
+                        len(killer.killed) == len(killer.times)
+                        # ... and the plan has noticed (and answered) the last kill
+                        and restarts(algo_name, algo) >= driver_kills(killer.killed))):
                     break
                 if time.perf_counter() - start > timeout_s:
                     out["error"] = f"timed out after {timeout_s:.0f} s"
@@ -215,10 +223,7 @@ def main() -> None:
             print(f"disturbed run FAILED after {len(kills)} kills: {hit['error']}")
             continue
         c = hit["counters"]
-        # an aggregator restarts its own dead workers: those restarts are not in the driver's
-        # pools, so survival counts the kills the driver's pools had to answer
-        driver_kills = sum(n for k, n in kinds.items() if k != "aggregator's worker")
-        survived = len(kills) if hit["restarts"] >= driver_kills else 0
+        survived = len(kills) if hit["restarts"] >= driver_kills(kills) else 0
         per_req = rows_per_request(name, CONFIGS[name])
         lost_req = int(c.get("requests_lost", 0))
         print(f"disturbed: {hit['wall_s']:.1f} s for {hit['steps']} env steps; kills: "
