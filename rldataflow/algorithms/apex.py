@@ -233,7 +233,8 @@ class ApexPlan(Plan):
 def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     policy = workers.local_worker().policy
     shards = make_replay_shards(workers.runtime, config)
-    learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size)
+    learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size,
+                            name="apex-learner")
 
     rollouts = ParallelRollouts(workers, mode="async", num_async=config.num_async_rollouts)
     if config.training_intensity is not None:

@@ -140,9 +140,10 @@ class AggregationWorker:
                 self._sent[actor.actor_id] = self._version
 
     def worker_pids(self) -> list[int]:
-        """Process ids of this group's workers (process runtime; for tests and tooling)."""
-        pid = getattr(self.runtime, "pid", None)
-        return [pid(a) for a in self.group.actors] if pid is not None else []
+        """Process ids of this group's workers (none on the inline runtime; for fault
+        injection and tooling)."""
+        pids = [self.runtime.pid(a) for a in self.group.actors]
+        return [p for p in pids if p is not None]
 
     def ping(self) -> str:
         return "ok"

@@ -106,6 +106,9 @@ class _ActorShell:
     def _node_id(self) -> str:  # where Ray placed this actor (RayRuntime.placement)
         return ray.get_runtime_context().get_node_id()
 
+    def _pid(self) -> int:
+        return os.getpid()
+
     def _invoke(self, method: MethodSpec, args: tuple, kwargs: dict) -> Any:
         try:
             return invoke(self._instance, method, args, kwargs)
@@ -149,6 +152,7 @@ class _RayActorState:
         self.alive = True
         self.reason: str | None = None
         self.pending: set[Future] = set()
+        self.pid: int | None = None
 
 
 class RayRuntime(Runtime):
@@ -271,6 +275,17 @@ class RayRuntime(Runtime):
         """False once the actor was killed or a call found it dead (Ray is not asked)."""
         st = self._actors.get(actor.actor_id)
         return st is not None and st.alive
+
+    def pid(self, actor: ActorHandle) -> int:
+        """The process id of the Ray worker process the actor runs in (asked once, then
+        remembered; on a multi-node cluster it is a pid on the actor's node)."""
+        st = self._state(actor)
+        if st.pid is None:
+            try:
+                st.pid = int(ray.get(st.actor._pid.remote(), timeout=self.start_timeout))
+            except ray_exceptions.RayActorError as exc:
+                raise ActorDiedError(actor.name, actor.class_name, _condense(exc)) from exc
+        return st.pid
 
     def kill(self, actor: ActorHandle) -> None:
         st = self._actors.get(actor.actor_id)
