@@ -207,8 +207,10 @@ class Algorithm:
                 "files": [f for p in parts for f in p["files"]], "episode_return_mean": mean}
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint (weights, optimizer, counters, config) atomically to ``directory``."""
+    def save(self, directory: str | os.PathLike[str],
+             metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write a checkpoint (weights, optimizer, counters, config) atomically to ``directory``;
+        ``metadata``: extra JSON-like entries for its ``metadata.json``."""
         metrics = self.metrics
         state: dict[str, Any] = {
             # all the worker's policies (one, or several for multi-agent) and its counters
@@ -221,7 +223,9 @@ class Algorithm:
                                if name.startswith(POLICY_RETURN_WINDOW)},
         }
         state["extra"] = self.builder.extra_state(self.plan, self.workers, self.config)
+        extra_metadata = dict(metadata or {})
         metadata = {
+            **extra_metadata,
             "algorithm": self.name,
             "config": config_to_dict(self.config),
             "iteration": self.iteration,
