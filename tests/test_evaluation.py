@@ -55,6 +55,8 @@ def test_evaluation_is_off_by_default():
     with rldataflow.build("pg", **INLINE) as algo:
         result = algo.train()
         assert algo._evaluator is None  # no evaluation workers were made
+    with rldataflow.build("pg", evaluation_interval=0, **INLINE) as algo:
+        assert not any(k.startswith("evaluation/") for k in algo.train())
     assert not any(k.startswith("evaluation/") for k in result)
 
 
@@ -86,6 +88,19 @@ def test_evaluation_workers_on_every_runtime(runtime):
         assert versions == [algo.workers.local_worker().weights_version] * 2
     assert result["evaluation/num_episodes"] == 5  # 3 + 2, split over the two workers
     assert result["evaluation/episode_return_mean"] >= 8  # CartPole lasts >= 8 steps
+
+
+def test_es_evaluates_on_perturbation_workers():
+    # ES/ARS workers are not rollout workers; the evaluation set copies whatever the
+    # algorithm made (here PerturbationWorkers sharing the noise table)
+    with rldataflow.build("es", env="CartPole-v1", runtime="inline", num_workers=1,
+                          noise_size=100_000, evaluation_interval=1, evaluation_num_workers=1,
+                          evaluation_num_episodes=2) as algo:
+        result = algo.train()
+        kind = type(algo.evaluator.workers.local_worker()).__name__
+    assert kind == "PerturbationWorker"
+    assert result["evaluation/num_episodes"] == 2
+    assert result["evaluation/episode_len_mean"] == result["evaluation/episode_return_mean"]
 
 
 def test_evaluation_config_overrides_the_env_config():
