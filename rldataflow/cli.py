@@ -4,6 +4,7 @@
     rldataflow train dqn --env CartPole-v1 --set lr=5e-4 --set hiddens=[128,128]
     rldataflow train ppo --resume runs/ppo_CartPole-v1_20261122-101500
     rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
+    rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --video   # best checkpoint, mp4
     rldataflow record runs/ppo_CartPole-v1_20261122-101500 --episodes 100 --out data/cartpole
     rldataflow train bc --set input=data/cartpole --stop-return 450
     rldataflow config ppo          # every config key, its type, default and meaning
@@ -67,6 +68,11 @@ def _parser() -> argparse.ArgumentParser:
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint or a run directory")
     evaluate.add_argument("path", help="checkpoint directory, or a run directory (latest)")
     evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--video", action="store_true",
+                          help="also write an mp4 of the run's best checkpoint (RUN/videos/; "
+                               'needs pip install "rldataflow[video]")')
+    evaluate.add_argument("--video-episodes", type=int, default=1, metavar="N",
+                          help="episodes in the video (default 1)")
 
     record = sub.add_parser("record", help="roll out a checkpoint into an offline dataset",
                             description="Run episodes with a trained policy and write their "
@@ -96,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="learning_curves.png", help="image file (png/svg/pdf)")
     plot.add_argument("--x", default="env_steps_sampled", help="x column of progress.csv")
     plot.add_argument("--y", default="episode_return_mean", help="y column of progress.csv")
+    plot.add_argument("--no-evaluation", action="store_true",
+                      help="leave out the evaluation curves (evaluation/episode_return_mean)")
 
     tune = sub.add_parser("tune", help="a hyperparameter sweep (writes a sweep directory)",
                           description="Train ALGO once per trial of a grid and/or search space; "
@@ -405,14 +413,38 @@ def _record(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from rldataflow.trainer import Algorithm
+    from rldataflow.utils.checkpoint import best_checkpoint
 
-    path = _checkpoint_of(Path(args.path))
+    given = Path(args.path)
+    if args.video:
+        from rldataflow.utils.video import check_video_extra
+
+        try:
+            check_video_extra()  # a missing extra: one line, before a checkpoint is loaded
+        except ImportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    # a run directory: its best checkpoint for a video, else (and without one) its latest
+    best = best_checkpoint(given) if args.video else None
+    path = best or _checkpoint_of(given)
     if path is None:
         return EXIT_USAGE
-    with Algorithm.restore(path, num_workers=0, runtime="inline") as algo:
+    run_dir = path.parent
+    with Algorithm.restore(path, num_workers=0, evaluation_num_workers=0,
+                           runtime="inline") as algo:
         result = algo.evaluate(args.episodes)
+        if args.video:
+            from rldataflow.utils.video import record_video
+
+            video = record_video(algo, run_dir / "videos" / f"{path.name}.mp4",
+                                 num_episodes=args.video_episodes,
+                                 explore=algo.config.evaluation_explore)
+    print(f"checkpoint: {path}")
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.video:
+        print(f"video: {video['path']} ({video['frames']} frames, returns "
+              f"{', '.join(f'{r:.1f}' for r in video['episode_returns'])})")
     return EXIT_OK
 
 
@@ -463,7 +495,8 @@ def _plot(args: argparse.Namespace) -> int:
     from rldataflow.utils.plotting import plot_runs
 
     try:
-        out = plot_runs(args.runs, args.out, args.x, args.y)
+        out = plot_runs(args.runs, args.out, args.x, args.y,
+                        evaluation=not args.no_evaluation)
     except (FileNotFoundError, KeyError, ImportError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -379,7 +379,17 @@ class RolloutWorker(WorkerBase):
         results are reproducible and successive calls see different episodes.
         ``max_episode_steps`` caps episodes of envs without a time limit.
         """
-        return [ret for ret, _ in self._episodes(num_episodes, False, max_episode_steps, False)]
+        return [ret for ret, _, _ in self.evaluate_episodes(num_episodes, False,
+                                                             max_episode_steps)]
+
+    def evaluate_episodes(self, num_episodes: int, explore: bool = False,
+                          max_episode_steps: int | None = None, render: bool = False
+                          ) -> list[tuple[float, int, list[np.ndarray] | None]]:
+        """``(return, length, frames)`` of ``num_episodes`` episodes on a fresh env, seeded like
+        :meth:`evaluate`; ``explore`` samples actions instead of taking the mode. ``render``:
+        make the env with ``render_mode="rgb_array"`` and keep its frames (else None)."""
+        return [(ret, n, frames) for ret, n, _, frames
+                in self._episodes(num_episodes, explore, max_episode_steps, False, render)]
 
     def record(self, num_episodes: int, output: DatasetOutput, explore: bool = True,
                max_episode_steps: int | None = None) -> dict[str, Any]:
@@ -394,7 +404,7 @@ class RolloutWorker(WorkerBase):
         """
         writer = output.writer(tag=f"w{self.worker_index}-{os.getpid()}-{os.urandom(3).hex()}")
         returns = []
-        for ret, cols in self._episodes(num_episodes, explore, max_episode_steps, True):
+        for ret, _, cols, _ in self._episodes(num_episodes, explore, max_episode_steps, True):
             returns.append(ret)
             n = len(cols[SampleBatch.REWARDS])
             if writer._held_rows and writer._held_rows + n > output.max_rows_per_file:
@@ -406,10 +416,14 @@ class RolloutWorker(WorkerBase):
                 "episode_return_mean": float(np.mean(returns)) if returns else float("nan")}
 
     def _episodes(self, num_episodes: int, explore: bool, max_episode_steps: int | None,
-                  collect: bool) -> Iterator[tuple[float, dict[str, np.ndarray] | None]]:
-        """``(return, columns or None)`` of each of ``num_episodes`` episodes on a fresh env
-        seeded by :meth:`next_eval_seed`; ``collect`` keeps the steps as dataset columns."""
-        env = make_env(self.env_spec, self.env_config)
+                  collect: bool, render: bool = False
+                  ) -> Iterator[tuple[float, int, dict[str, np.ndarray] | None,
+                                      list[np.ndarray] | None]]:
+        """``(return, length, columns or None, frames or None)`` of each of ``num_episodes``
+        episodes on a fresh env seeded by :meth:`next_eval_seed`; ``collect`` keeps the steps
+        as dataset columns, ``render`` the env's rgb frames."""
+        env_config = {**self.env_config, "render_mode": "rgb_array"} if render else self.env_config
+        env = make_env(self.env_spec, env_config)
         pre = obs_preprocessor(env.observation_space)
         seed = self.next_eval_seed()
         eps_base = (self.worker_index << 40) | ((seed % (1 << 24)) << 12)
@@ -418,12 +432,15 @@ class RolloutWorker(WorkerBase):
             for episode in range(num_episodes):
                 total, steps, done = 0.0, 0, False
                 steps_cols: list[dict[str, Any]] = []
+                frames = [env.render()] if render else None
                 while not done:
                     obs = pre([raw])
                     action, extras = self.policy.compute_actions(obs, explore=explore)
                     raw, reward, term, trunc, _ = env.step(self._to_env_actions(action)[0])
                     total += float(reward)
                     steps += 1
+                    if frames is not None:
+                        frames.append(env.render())
                     capped = max_episode_steps is not None and steps >= max_episode_steps
                     done = term or trunc or capped
                     if collect:
@@ -443,7 +460,7 @@ class RolloutWorker(WorkerBase):
                     cols = {k: np.stack([c[k] for c in steps_cols]) for k in steps_cols[0]}
                     cols[SampleBatch.EPS_ID] = np.full(steps, eps_base + episode, np.int64)
                     cols[SampleBatch.T] = np.arange(steps, dtype=np.int64)
-                yield total, cols
+                yield total, steps, cols, frames
                 raw, _ = env.reset()
         finally:
             env.close()

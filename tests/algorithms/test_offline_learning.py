@@ -20,6 +20,8 @@ pytest.importorskip("pyarrow")
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(300)]
 
 PROCESS = dict(runtime="process", num_workers=2, seed=0)
+# the offline algorithms sample nothing: their two processes are evaluation workers
+OFFLINE = dict(runtime="process", num_workers=0, evaluation_num_workers=2, seed=0)
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +50,7 @@ def test_offline_cartpole(name, expert_dataset, record_property):
     best = -math.inf
     with rldataflow.build(name, env="CartPole-v1", input=str(expert_dataset),
                           evaluation_interval=5, evaluation_num_episodes=10,
-                          **PROCESS) as algo:
+                          **OFFLINE) as algo:
         for _ in range(100):
             result = algo.train()
             ret = result.get("evaluation/episode_return_mean", math.nan)
