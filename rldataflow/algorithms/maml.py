@@ -31,8 +31,9 @@ Dataflow: each worker adapts to one task and returns only its meta-gradient and 
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Union
 
 import numpy as np
 import torch
@@ -73,7 +74,7 @@ class Config(AlgorithmConfig):
     inner lr 0.1, one inner step, 20 trajectories per step, meta-batch 20 tasks, two hidden
     layers of 100 ReLU units), with an Adam meta-step instead of TRPO."""
 
-    env: Any = field(default=POINT_NAVIGATION_ID, metadata=_h(
+    env: Union[str, Callable[..., Any]] = field(default=POINT_NAVIGATION_ID, metadata=_h(
         "an env with a task distribution (rldataflow.envs.TaskSettableEnv)"))
     lr: float = field(default=1e-2, metadata=_h("Adam step size of the meta-update", gt=0))
     inner_lr: float = field(default=0.1, metadata=_h("alpha, the inner policy-gradient step",
@@ -94,8 +95,6 @@ class Config(AlgorithmConfig):
         "initial log std of the Gaussian policy (Box actions)"))
     baseline_reg: float = field(default=1e-5, metadata=_h(
         "ridge term of the linear feature baseline's least squares", ge=0))
-    num_workers: int = field(default=2, metadata=_h(
-        "remote workers; the tasks of a meta-batch are spread over them", ge=0))
 
     def validate(self) -> None:
         super().validate()
@@ -203,7 +202,8 @@ def adapt_to_task(worker: RolloutWorker, task: Task, meta_gradient: bool = True
         params = inner_step(policy, params, tensors, float(cfg["inner_lr"]), second_order)
         if not second_order:  # FOMAML / evaluation: theta' is a constant of the outer loss
             params = {k: v.detach().requires_grad_(meta_gradient) for k, v in params.items()}
-        inner_losses.append(float(pg_surrogate(policy, params, tensors).detach()))
+        with torch.no_grad():
+            inner_losses.append(float(pg_surrogate(policy, params, tensors)))
     post = _sample_fresh(worker, params)
     count += post.count
     info: dict[str, Any] = {"count": count, "stats_pre": first_stats, "stats_post": post.stats,
@@ -335,7 +335,12 @@ class MAML(AlgorithmBuilder):
         return policy_factory(config)
 
     def make_workers(self, config: Config, runtime: Runtime) -> WorkerSet:
-        task_env(make_env(config.env, config.env_config))  # one-line error if no tasks
+        try:
+            task_env(make_env(config.env, config.env_config))
+        except TypeError:
+            raise ConfigError(f"config key 'env': {config.env!r} has no task distribution "
+                              "(MAML needs a rldataflow.envs.TaskSettableEnv, e.g. "
+                              f"{POINT_NAVIGATION_ID!r})") from None
         # complete episodes from a reset: each sample is one whole episode per env
         return default_workers(config, runtime, policy_factory(config),
                                batch_mode="complete_episodes", rollout_fragment_length=1)

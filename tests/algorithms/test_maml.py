@@ -146,7 +146,7 @@ def test_pendulum_tasks_change_the_dynamics():
 def test_an_env_without_tasks_is_a_one_line_error():
     with pytest.raises(TypeError, match="has no task distribution"):
         task_env(make_env("CartPole-v1"))
-    with pytest.raises(TypeError, match="has no task distribution"):
+    with pytest.raises(ConfigError, match="config key 'env': 'Pendulum-v1' has no task"):
         rldataflow.build("maml", runtime="inline", env="Pendulum-v1", num_workers=0)
 
 
