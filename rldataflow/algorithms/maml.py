@@ -72,7 +72,9 @@ TASK_BATCHES = "maml_task_batches"
 class Config(AlgorithmConfig):
     """MAML settings; the defaults follow the paper's 2D navigation (section 5.3, appendix A.2:
     inner lr 0.1, one inner step, 20 trajectories per step, meta-batch 20 tasks, two hidden
-    layers of 100 ReLU units), with an Adam meta-step instead of TRPO."""
+    layers of 100 ReLU units), with an Adam meta-step instead of TRPO. A sample is one whole
+    episode per env from a reset, so ``rollout_fragment_length`` and ``train_batch_size`` are
+    not used."""
 
     env: Union[str, Callable[..., Any]] = field(default=POINT_NAVIGATION_ID, metadata=_h(
         "an env with a task distribution (rldataflow.envs.TaskSettableEnv)"))

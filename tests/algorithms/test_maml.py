@@ -5,6 +5,7 @@ the plan, checkpoints, bad input, and adaptation on held-out tasks (learning).""
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import gymnasium
 import numpy as np
@@ -14,6 +15,7 @@ import torch
 import rldataflow
 from rldataflow.algorithms.maml import (
     TASK_BATCHES,
+    Config,
     SampleTasks,
     adaptation_returns,
     inner_step,
@@ -25,7 +27,7 @@ from rldataflow.envs import PENDULUM_TASKS_ID, POINT_NAVIGATION_ID, make_env, ta
 from rldataflow.flow import Metrics
 from rldataflow.policies import TorchPolicy
 from rldataflow.trainer import Algorithm
-from rldataflow.utils.config import ConfigError
+from rldataflow.utils.config import ConfigError, config_help
 
 BOX1 = gymnasium.spaces.Box(-10, 10, (1,), np.float32)
 #: a small, fast configuration (the plan is the same as the default's)
@@ -148,6 +150,13 @@ def test_an_env_without_tasks_is_a_one_line_error():
         task_env(make_env("CartPole-v1"))
     with pytest.raises(ConfigError, match="config key 'env': 'Pendulum-v1' has no task"):
         rldataflow.build("maml", runtime="inline", env="Pendulum-v1", num_workers=0)
+
+
+def test_every_config_field_is_documented():
+    text = config_help(Config)
+    for f in dataclasses.fields(Config):
+        line = next(row for row in text.splitlines() if row.split()[0] == f.name)
+        assert len(line.split()) > 3, f"maml.Config.{f.name} has no help text"
 
 
 def test_bad_config_values_name_the_key():
