@@ -72,9 +72,7 @@ TASK_BATCHES = "maml_task_batches"
 class Config(AlgorithmConfig):
     """MAML settings; the defaults follow the paper's 2D navigation (section 5.3, appendix A.2:
     inner lr 0.1, one inner step, 20 trajectories per step, meta-batch 20 tasks, two hidden
-    layers of 100 ReLU units), with an Adam meta-step instead of TRPO. A sample is one whole
-    episode per env from a reset, so ``rollout_fragment_length`` and ``train_batch_size`` are
-    not used."""
+    layers of 100 ReLU units), with an Adam meta-step instead of TRPO."""
 
     env: Union[str, Callable[..., Any]] = field(default=POINT_NAVIGATION_ID, metadata=_h(
         "an env with a task distribution (rldataflow.envs.TaskSettableEnv)"))
@@ -87,6 +85,10 @@ class Config(AlgorithmConfig):
     meta_batch_size: int = field(default=20, metadata=_h("tasks per meta-update", ge=1))
     num_envs_per_worker: int = field(default=20, metadata=_h(
         "episodes per task per adaptation step (one per env)", ge=1))
+    rollout_fragment_length: int = field(default=64, metadata=_h(
+        "not used: a sample is one whole episode per env"))
+    train_batch_size: int = field(default=1024, metadata=_h(
+        "not used: a meta-update takes meta_batch_size tasks"))
     first_order: bool = field(default=False, metadata=_h(
         "FOMAML: leave out the second-order terms of the meta-gradient"))
     gamma: float = field(default=0.99, metadata=_h("discount factor of the returns"))
@@ -108,6 +110,9 @@ class Config(AlgorithmConfig):
             raise ConfigError("config key 'meta_batch_size' must be >= 1")
         if self.policies:
             raise ConfigError("config key 'policies': MAML trains one (single-agent) policy")
+        if self.output is not None:
+            raise ConfigError("config key 'output': MAML does not write its sampled batches "
+                              "to a dataset")
 
 
 # -- the inner loop: pieces that run on a worker -------------------------------------------------

@@ -161,7 +161,7 @@ def test_every_config_field_is_documented():
 
 def test_bad_config_values_name_the_key():
     for key, value in (("inner_lr", 0.0), ("inner_adaptation_steps", 0),
-                       ("meta_batch_size", 0)):
+                       ("meta_batch_size", 0), ("output", "/tmp/x")):
         with pytest.raises(ConfigError, match=key):
             rldataflow.build("maml", start=False, **{**QUICK, key: value})
 
@@ -199,6 +199,19 @@ def test_a_train_step_reports_pre_and_post_adaptation_returns(first_order):
     assert result["adaptation_delta"] == pytest.approx(post - pre)
     assert result["learner"]["tasks"] == 2
     assert any(not torch.equal(before[k], after[k]) for k in before)  # one meta-step taken
+
+
+def test_the_inline_runtime_is_reproducible():
+    runs = []
+    for _ in range(2):
+        with rldataflow.build("maml", **QUICK) as algo:
+            results = [algo.train() for _ in range(2)]
+            weights = algo.workers.local_worker().get_weights()
+        runs.append(([r["episode_return_mean_pre_adaptation"] for r in results]
+                     + [r["episode_return_mean_post_adaptation"] for r in results], weights))
+    assert runs[0][0] == runs[1][0]
+    for k, v in runs[0][1].items():
+        np.testing.assert_array_equal(v, runs[1][1][k])
 
 
 def test_two_remote_workers_adapt_to_one_task_each(remote_runtime):
