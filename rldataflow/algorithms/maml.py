@@ -192,7 +192,8 @@ def adapt_to_task(worker: RolloutWorker, task: Task, meta_gradient: bool = True
     again and (``meta_gradient``) compute this task's meta-gradient. Returns ``(grads,
     info)``, grads in the order of the model's trainable parameters (zeros without
     ``meta_gradient``), info with ``count``, ``stats_pre``/``stats_post`` (episode returns and
-    lengths) and the inner and outer losses."""
+    lengths of the first and the post-adaptation sample), ``inner_loss`` (the surrogate of the
+    adapted parameters on each inner batch, averaged over the steps) and ``outer_loss``."""
     policy, cfg = worker.policy, worker.policy.config
     set_worker_task(worker, task)
     second_order = meta_gradient and not cfg["first_order"]

@@ -201,6 +201,15 @@ def test_a_train_step_reports_pre_and_post_adaptation_returns(first_order):
     assert any(not torch.equal(before[k], after[k]) for k in before)  # one meta-step taken
 
 
+@pytest.mark.parametrize("first_order", [False, True])
+def test_two_inner_steps_sample_once_per_step_and_once_after(first_order):
+    with rldataflow.build("maml", inner_adaptation_steps=2, first_order=first_order,
+                          **QUICK) as algo:
+        result = algo.train()
+    assert result["env_steps_sampled"] == 2 * 3 * 4 * 10  # tasks x samples x episodes x steps
+    assert np.isfinite(result["learner"]["grad_gnorm"]) and result["learner"]["grad_gnorm"] > 0
+
+
 def test_the_inline_runtime_is_reproducible():
     runs = []
     for _ in range(2):
