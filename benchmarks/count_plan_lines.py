@@ -42,6 +42,9 @@ RAY_1_0["ddppo"] = (108, 72, 0)
 # multi-agent (Ray 1.0's QMIX had no execution plan of its own; MADDPG was a contrib trainer)
 ALGORITHMS["qmix"] = ("rldataflow.algorithms.qmix", "plan")
 ALGORITHMS["maddpg"] = ("rldataflow.algorithms.maddpg", "plan")
+# MAML: Ray 1.0's MAML execution plan is not counted here (no verified copy of that version),
+# so its Ray column reads "not counted"
+ALGORITHMS["maml"] = ("rldataflow.algorithms.maml", "plan")
 ROOT = Path(__file__).resolve().parents[1]
 
 _NON_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,

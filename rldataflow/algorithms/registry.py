@@ -48,6 +48,7 @@ BUILTIN: dict[str, str] = {
     "ars": "rldataflow.algorithms.ars",
     "marwil": "rldataflow.algorithms.marwil",
     "bc": "rldataflow.algorithms.marwil",
+    "maml": "rldataflow.algorithms.maml",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

@@ -36,15 +36,27 @@ from rldataflow.envs.spaces import (
     is_image_space,
     obs_preprocessor,
 )
+from rldataflow.envs.tasks import (
+    PENDULUM_TASKS_ID,
+    POINT_NAVIGATION_ID,
+    TaskSettableEnv,
+    make_pendulum_tasks,
+    make_point_navigation,
+    task_env,
+)
 from rldataflow.envs.two_step_game import TWO_STEP_GAME_ID, TwoStepGame, make_two_step_game
 from rldataflow.envs.vector_env import VectorEnv, make_vector_env
 
 register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
 register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
 register(TWO_STEP_GAME_ID, make_two_step_game)
+register(POINT_NAVIGATION_ID, make_point_navigation)
+register(PENDULUM_TASKS_ID, make_pendulum_tasks)
 
 __all__ = [
     "MULTI_AGENT_CARTPOLE_ID",
+    "PENDULUM_TASKS_ID",
+    "POINT_NAVIGATION_ID",
     "SLEEP_CARTPOLE_ID",
     "TWO_STEP_GAME_ID",
     "EnvCreator",
@@ -57,6 +69,7 @@ __all__ = [
     "ObsPreprocessor",
     "SleepCartPoleEnv",
     "TwoStepGame",
+    "TaskSettableEnv",
     "UnsupportedSpaceError",
     "VectorEnv",
     "action_to_env_fn",
@@ -66,10 +79,13 @@ __all__ = [
     "make_env",
     "make_multi_agent_cartpole",
     "make_multi_agent_env",
+    "make_pendulum_tasks",
+    "make_point_navigation",
     "make_sleep_cartpole",
     "make_two_step_game",
     "make_vector_env",
     "obs_preprocessor",
     "register",
+    "task_env",
     "registered_envs",
 ]

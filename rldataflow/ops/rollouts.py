@@ -6,7 +6,7 @@ import itertools
 from typing import Any
 
 from rldataflow.data import SampleBatch
-from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
+from rldataflow.flow import LocalIterator, Operator, ParallelIterator, ScatterCalls, from_actors
 from rldataflow.flow.local_iterator import from_local_iterable
 from rldataflow.ops.dataset import WriteToDataset
 from rldataflow.runtime import ActorHandle
@@ -114,3 +114,30 @@ def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]
                       name=f"AsyncGradients({workers.num_remote_workers} workers)")
     return par.gather_async(num_async=num_async, on_failure=workers.replace_dead_worker,
                             with_source=True).for_each(_RecordGradients())
+
+
+def ScatterToWorkers(inputs: LocalIterator[list[Any]], workers: WorkerSet,
+                     fn: Any) -> LocalIterator[list[Any]]:
+    """``[fn(worker, x) for x in xs]`` for each list ``xs`` of ``inputs``, run on the workers.
+
+    The items of a list are spread over the remote workers (item ``j`` to worker
+    ``j % num_workers``, all in flight at once) by :class:`~rldataflow.flow.ScatterCalls`; a
+    dead worker is replaced by the WorkerSet (current weights) and its calls reissued. With no
+    remote workers the local worker runs them in turn. ``fn`` must be importable (a module-level
+    function) to reach worker processes. Example (MAML: one task per worker)::
+
+        results = ScatterToWorkers(task_batches, workers, adapt_to_task)  # [result per task]
+    """
+    name = getattr(fn, "__name__", repr(fn))
+    if not workers.remote_workers():
+        local = workers.local_worker()
+
+        def run_locally(xs: list[Any]) -> list[Any]:
+            return [fn(local, x) for x in xs]
+
+        run_locally.__name__ = run_locally.__qualname__ = f"ScatterToWorkers({name}, local worker)"
+        return inputs.for_each(run_locally)
+    return inputs.for_each(ScatterCalls(
+        workers.remote_workers, fn, runtime=workers.runtime,
+        on_failure=workers.replace_dead_worker,
+        name=f"ScatterToWorkers({name}, {workers.num_remote_workers} workers)"))
