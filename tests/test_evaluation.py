@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +19,7 @@ from gymnasium.wrappers import TimeLimit
 
 import rldataflow
 from rldataflow.runtime import ActorDiedError
-from rldataflow.training import StopConditions, run
+from rldataflow.training import StopConditions, _BestCheckpoint, run
 from rldataflow.utils.checkpoint import best_checkpoint, latest_checkpoint, read_metadata
 from rldataflow.utils.config import ConfigError
 
@@ -240,7 +241,9 @@ def test_best_checkpoint_follows_the_evaluation_return(tmp_path):
         assert restored.iteration == meta["iteration"]
 
 
-def test_best_checkpoint_uses_the_training_return_without_evaluation(tmp_path):
+def test_best_checkpoint_uses_the_training_return_without_evaluation(tmp_path, monkeypatch):
+    # Saves not spaced out: every improvement is saved, so the best is the maximum.
+    monkeypatch.setattr(_BestCheckpoint, "MAX_SAVE_SHARE", math.inf)
     with rldataflow.build("pg", **INLINE) as algo:
         outcome = run(algo, tmp_path, StopConditions(stop_iters=4), progress=False,
                       summary=False)
@@ -251,6 +254,28 @@ def test_best_checkpoint_uses_the_training_return_without_evaluation(tmp_path):
               if r["episode_return_mean"] is not None and not math.isnan(
                   r["episode_return_mean"])]
     assert meta["value"] == max(values)
+
+
+def test_best_checkpoint_saves_are_spaced_but_a_final_best_is_kept(tmp_path, monkeypatch):
+    saves = []
+    monkeypatch.setattr(_BestCheckpoint, "MAX_SAVE_SHARE", 1e-9)  # one save, then a long gap
+    with rldataflow.build("pg", **INLINE) as algo:
+        original = algo.save
+
+        def counting_save(path, *args, **kwargs):
+            saves.append(Path(path).name)
+            return original(path, *args, **kwargs)
+
+        monkeypatch.setattr(algo, "save", counting_save)
+        outcome = run(algo, tmp_path, StopConditions(stop_iters=6), progress=False,
+                      summary=False)
+    logged = [json.loads(line) for line in (tmp_path / "result.jsonl").read_text().splitlines()]
+    values = [r["episode_return_mean"] for r in logged if r["episode_return_mean"] is not None]
+    best = read_metadata(outcome.best_checkpoint)["best"]["value"]
+    assert saves.count("best_checkpoint") <= 2  # the first best, and the last if it is the best
+    if values[-1] == max(values) and values[-1] > values[0]:
+        assert best == values[-1]
+    assert best in values
 
 
 # -- the command line: train, evaluate --video, plot -------------------------------------------
