@@ -35,6 +35,7 @@ BUILTIN: dict[str, str] = {
     "ppo": "rldataflow.algorithms.ppo",
     "dqn": "rldataflow.algorithms.dqn",
     "apex": "rldataflow.algorithms.apex",
+    "apex_ddpg": "rldataflow.algorithms.apex_ddpg",
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",
     "sac": "rldataflow.algorithms.sac",
