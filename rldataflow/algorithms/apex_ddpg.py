@@ -57,6 +57,13 @@ class Config(ApexFields, ddpg.Config):
     """Ape-X DDPG settings; the defaults reach a Pendulum-v1 mean return (last 10 episodes) of
     -300 within 150k env steps with 2 workers and 2 replay shards."""
 
+    hiddens: tuple[int, ...] = field(
+        default=(64, 64), metadata=_h("hidden sizes of the actor and of the critic"))
+    actor_lr: float = field(default=1e-3, metadata=_h("Adam learning rate of the actor"))
+    critic_lr: float = field(default=1e-3, metadata=_h("Adam learning rate of the critic"))
+    initial_random_steps: int | None = field(
+        default=0, metadata=_h("each rollout worker acts uniformly at random for its first "
+                               "this many env steps (0: the per-actor noise from the start)"))
     num_workers: int = field(default=2, metadata=_h("rollout workers (the paper's actors)"))
     num_envs_per_worker: int = field(default=1, metadata=_h("envs stepped by each worker"))
     rollout_fragment_length: int = field(

@@ -46,7 +46,7 @@ from gymnasium import spaces
 from torch import nn
 
 from rldataflow.algorithms.registry import register_algorithm
-from rldataflow.algorithms.sac import OffPolicyBuilder, OffPolicyConfig
+from rldataflow.algorithms.sac import OffPolicyBuilder, OffPolicyConfig, random_steps
 from rldataflow.data import SampleBatch as SB
 from rldataflow.ops.replay import TD_ERROR
 from rldataflow.policies import MultiLossLearner
@@ -66,9 +66,9 @@ class Config(OffPolicyConfig):
     episodes) within 20k env steps."""
 
     actor_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the actor (Lillicrap 2015: 1e-4)"))
+        default=3e-4, metadata=_h("Adam learning rate of the actor (Lillicrap 2015: 1e-4)"))
     critic_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the critic (Lillicrap 2015: 1e-3)"))
+        default=3e-4, metadata=_h("Adam learning rate of the critic (Lillicrap 2015: 1e-3)"))
     exploration_noise: Literal["gaussian", "ou"] = field(
         default="gaussian", metadata=_h("exploration noise: gaussian, or ou (Ornstein-Uhlenbeck, "
                                         "Lillicrap 2015)"))
@@ -197,7 +197,8 @@ def policy_config(config: Config) -> dict[str, Any]:
                 actor_lr=config.actor_lr, critic_lr=config.critic_lr, gamma=config.gamma,
                 tau=config.tau, n_step=config.n_step, grad_clip=config.grad_clip,
                 exploration_noise=config.exploration_noise,
-                exploration_scale=config.exploration_scale, ou_theta=config.ou_theta)
+                exploration_scale=config.exploration_scale, ou_theta=config.ou_theta,
+                initial_random_steps=random_steps(config))
 
 
 @register_algorithm("ddpg")
