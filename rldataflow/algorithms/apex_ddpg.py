@@ -131,6 +131,11 @@ class ApexDDPGWorker(RolloutWorker):
         return scale.tolist() if isinstance(scale, np.ndarray) else float(scale)
 
 
+def plan(workers: WorkerSet, config: Config) -> ApexPlan:
+    """Ape-X's dataflow with no step after the priority update (see the module docstring)."""
+    return apex_plan(workers, config)
+
+
 @register_algorithm("apex_ddpg")
 class ApexDDPG(AlgorithmBuilder):
     """Distributed prioritized experience replay with a DDPG learner (Ape-X DDPG)."""
@@ -155,7 +160,7 @@ class ApexDDPG(AlgorithmBuilder):
                          worker_cls=ApexDDPGWorker, output=dataset_output(config))
 
     def make_plan(self, workers: WorkerSet, config: Config) -> ApexPlan:
-        return apex_plan(workers, config)
+        return plan(workers, config)
 
     def restore_extra_state(self, plan: Plan, workers: WorkerSet, config: Config,
                             state: Mapping[str, Any]) -> None:
