@@ -15,6 +15,7 @@ Usage (SB3 is not a dependency of rldataflow; ``pip install stable-baselines3`` 
 
     nice -n 10 python benchmarks/sac_pendulum.py --seeds 0 1 --budget 20000
     python benchmarks/sac_pendulum.py --profile      # cProfile of one rldataflow run
+    python benchmarks/sac_pendulum.py --updates 100  # the learner alone: ms per SAC update
 """
 
 from __future__ import annotations
@@ -74,14 +75,62 @@ def run_sb3(seed: int, budget: int) -> tuple[float, int, float]:
     return time.perf_counter() - start, int(model.num_timesteps), callback.mean10
 
 
+def time_updates(n: int, rounds: int = 3) -> None:
+    """ms per gradient update of both learners at the SAME settings (256x256, batch 256),
+    interleaved so both see the same machine load: rldataflow's ``learn_on_batch`` on one
+    fixed batch, SB3's ``SAC.train(gradient_steps=n)`` (its replay sampling included)."""
+    import gymnasium
+    from stable_baselines3 import SAC
+
+    from rldataflow.algorithms.sac import SACPolicy
+    from rldataflow.data import SampleBatch as SB
+
+    env = gymnasium.make("Pendulum-v1")
+    policy = SACPolicy(env.observation_space, env.action_space,
+                       {"hiddens": (256, 256), "actor_lr": 1e-3, "critic_lr": 1e-3,
+                        "alpha_lr": 1e-3}, seed=0)
+    rng = np.random.default_rng(0)
+    b = 256
+    batch = SB({SB.OBS: rng.standard_normal((b, 3)).astype(np.float32),
+                SB.ACTIONS: rng.uniform(-2, 2, (b, 1)).astype(np.float32),
+                SB.REWARDS: rng.standard_normal(b).astype(np.float32),
+                SB.NEXT_OBS: rng.standard_normal((b, 3)).astype(np.float32),
+                SB.TERMINATEDS: np.zeros(b, bool), SB.DISCOUNTS: np.full(b, 0.99, np.float32)})
+    model = SAC("MlpPolicy", "Pendulum-v1", learning_rate=1e-3, seed=0, device="cpu",
+                learning_starts=0)
+    model.learn(300)  # something in its replay buffer
+    for r in range(rounds):
+        start = time.perf_counter()
+        for _ in range(n):
+            policy.learn_on_batch(batch)
+        ours = (time.perf_counter() - start) / n
+        start = time.perf_counter()
+        model.train(gradient_steps=n, batch_size=b)
+        sb3 = (time.perf_counter() - start) / n
+        print(f"round {r}: rldataflow {ours * 1e3:.1f} ms/update, SB3 {sb3 * 1e3:.1f} ms/update, "
+              f"ratio {ours / sb3:.2f}", flush=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--budget", type=int, default=20_000, help="env steps per run (zoo)")
     parser.add_argument("--profile", action="store_true",
                         help="profile one rldataflow run (same settings) instead")
+    parser.add_argument("--updates", type=int, default=0,
+                        help="only time N learner updates of each (3 interleaved rounds)")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    if args.updates or not args.profile:
+        try:
+            import stable_baselines3  # noqa: F401
+        except ImportError:
+            print('stable-baselines3 is not installed: pip install stable-baselines3 '
+                  '(only this benchmark needs it)')
+            return
+    if args.updates:
+        time_updates(args.updates)
+        return
     if args.profile:
         profiler = cProfile.Profile()
         profiler.enable()
@@ -89,12 +138,6 @@ def main() -> None:
         profiler.disable()
         print(f"rldataflow same: {wall:.1f} s, {steps} steps, last-10 mean {mean10:.1f}")
         pstats.Stats(profiler).sort_stats("tottime").print_stats(25)
-        return
-    try:
-        import stable_baselines3  # noqa: F401
-    except ImportError:
-        print('stable-baselines3 is not installed: pip install stable-baselines3 '
-              '(only this benchmark needs it)')
         return
     results: dict[str, list[tuple[float, int, float]]] = {"sb3": [], "same": [], "tuned": []}
     for seed in args.seeds:
