@@ -24,9 +24,9 @@ Defaults: not the paper's (lr 1e-4 actor / 1e-3 critic, L2 1e-2 on the critic, t
 batch 64, 400-300 units, OU noise) but close to Fujimoto et al.'s re-tuned "OurDDPG" baseline
 (tau 0.005, batch 256, Gaussian noise 0.1, no weight decay, one gradient step per env step)
 with the MuJoCo sizes shared with SAC and TD3 (256x256 units, Adam 3e-4) and 10k uniform
-random steps before learning (the SB3 Zoo's MuJoCo ``learning_starts``). Pendulum-v1 learns faster with 64x64, lr 1e-3,
-``learning_starts=1000``, ``initial_random_steps=0`` (see ``docs/algorithms.md``). The plan
-is SAC's (:func:`rldataflow.algorithms.sac.plan`)::
+random steps before learning (the SB3 Zoo's MuJoCo ``learning_starts``). Pendulum-v1 learns
+faster with 64x64, lr 1e-3, ``learning_starts=1000``, ``initial_random_steps=0`` (see
+``docs/algorithms.md``). The plan is SAC's (:func:`rldataflow.algorithms.sac.plan`)::
 
     Concurrently(round_robin, output [1], weights from training_intensity):
       [0] rollouts -> StoreToReplayBuffer -> BroadcastWeights
