@@ -29,11 +29,13 @@ RAY_1_0 = {"pg": (14, 7, 0), "a2c": (25, 18, 0), "a3c": (9, 4, 0), "ppo": (51, 3
            "dqn": (64, 45, 0), "apex": (98, 71, 23), "impala": (36, 24, 68),
            "appo": (36, 24, 68), "composite": (55, 44, 0), "ppo_and_dqn": (55, 44, 0),
            # Ray 1.0's SAC, DDPG and TD3 trainers were GenericOffPolicyTrainer: DQN's plan
-           "sac": (64, 45, 0), "es": None, "ars": None}
+           "sac": (64, 45, 0), "es": None, "ars": None,
+           # Ray 1.0's APEX_DDPG ran Ape-X DQN's execution_plan
+           "apex_ddpg": (98, 71, 23)}
 #: name -> (module or file path, plan function)
 ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
-                           "composite", "sac", "es", "ars")}
+                           "composite", "sac", "es", "ars", "apex_ddpg")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
 ALGORITHMS["ddppo"] = ("rldataflow.algorithms.ddppo", "plan")
 # RLlib 1.x's DD-PPO execution_plan (rllib/agents/ppo/ddppo.py as stored at ray commit
