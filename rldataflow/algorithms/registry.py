@@ -45,6 +45,8 @@ BUILTIN: dict[str, str] = {
     "ars": "rldataflow.algorithms.ars",
     "marwil": "rldataflow.algorithms.marwil",
     "bc": "rldataflow.algorithms.marwil",
+    "cql": "rldataflow.algorithms.cql",
+    "cql_dqn": "rldataflow.algorithms.cql",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

@@ -376,7 +376,10 @@ class RolloutWorker(WorkerBase):
                                 if trunc and not term and SampleBatch.VF_PREDS in extras
                                 else np.float32(0.0))
                         steps_cols.append({
-                            SampleBatch.OBS: obs[0], SampleBatch.ACTIONS: action[0],
+                            # next_obs: the final obs on termination/truncation, for Q-learning
+                            # from the dataset (CQL)
+                            SampleBatch.OBS: obs[0], SampleBatch.NEXT_OBS: pre([raw])[0],
+                            SampleBatch.ACTIONS: action[0],
                             SampleBatch.REWARDS: np.float32(reward),
                             SampleBatch.TERMINATEDS: bool(term),
                             SampleBatch.TRUNCATEDS: bool(trunc or (capped and not term)),
