@@ -56,7 +56,7 @@ from torch import nn
 
 from rldataflow.algorithms import dqn, sac
 from rldataflow.algorithms.base import AlgorithmBuilder
-from rldataflow.algorithms.marwil import CheckDatasetSpaces
+from rldataflow.algorithms.marwil import CheckDatasetSpaces, with_off_policy_estimation
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.data.dataset import REQUIRED_COLUMNS
@@ -131,6 +131,10 @@ class OfflineQConfig(AlgorithmConfig):
         default=5, metadata=_h("evaluate every this many iterations (0: never)", ge=0))
     n_step: int = field(default=1, metadata=_h("steps summed in the return before bootstrap",
                                                ge=1))
+    off_policy_estimation_episodes: int = field(
+        default=0, metadata=_h("estimate the greedy policy's return by IS/WIS on this many "
+                               "dataset episodes every evaluation_interval iterations (0: off; "
+                               "cql_dqn only)", ge=0))
 
     def validate(self) -> None:
         super().validate()
@@ -181,6 +185,10 @@ class Config(OfflineQConfig):
     def validate(self) -> None:
         super().validate()
         sac.check_box_env(self, "cql")
+        if self.off_policy_estimation_episodes:
+            raise ConfigError("config key 'off_policy_estimation_episodes': cql evaluates a "
+                              "deterministic continuous policy, whose importance weights are "
+                              "undefined; use it with cql_dqn, bc or marwil")
 
 
 @dataclass
@@ -329,6 +337,7 @@ def plan(workers: WorkerSet, config: OfflineQConfig) -> Plan[dict[str, Any]]:
         train_op = train_op.for_each(EvaluateOnWorkers(
             workers, every=config.evaluation_interval,
             num_episodes=config.evaluation_num_episodes))
+    train_op = with_off_policy_estimation(train_op, workers, config)
     return Plan(StandardMetricsReporting(train_op, workers,
                                          min_time_s=config.min_time_s_per_iteration))
 

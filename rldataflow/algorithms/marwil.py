@@ -40,6 +40,7 @@ from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import StandardMetricsReporting, TrainOneStep, from_dataset
 from rldataflow.ops.evaluation import EvaluateOnWorkers
+from rldataflow.ops.offline_evaluation import OffPolicyEstimation
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.learner import Learner
 from rldataflow.policies.postprocessing import batch_segment_ends, compute_discounted_returns
@@ -82,6 +83,9 @@ class Config(AlgorithmConfig):
     num_envs_per_worker: int = field(default=1, metadata=_h("envs per worker (evaluation only)"))
     evaluation_interval: int = field(
         default=10, metadata=_h("evaluate every this many iterations (0: never)"))
+    off_policy_estimation_episodes: int = field(
+        default=0, metadata=_h("estimate the policy's return by IS/WIS on this many dataset "
+                               "episodes every evaluation_interval iterations (0: off)"))
 
     def validate(self) -> None:
         super().validate()
@@ -102,6 +106,8 @@ class Config(AlgorithmConfig):
                               "in (0, 1]")
         if self.evaluation_interval < 0:
             raise ConfigError("config key 'evaluation_interval' must be >= 0")
+        if self.off_policy_estimation_episodes < 0:
+            raise ConfigError("config key 'off_policy_estimation_episodes' must be >= 0")
         if self.policies:
             raise ConfigError("config key 'policies': MARWIL/BC are single-agent")
 
@@ -249,8 +255,20 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
         train_op = train_op.for_each(EvaluateOnWorkers(
             workers, every=config.evaluation_interval,
             num_episodes=config.evaluation_num_episodes))
+    train_op = with_off_policy_estimation(train_op, workers, config)
     return Plan(StandardMetricsReporting(train_op, workers,
                                          min_time_s=config.min_time_s_per_iteration))
+
+
+def with_off_policy_estimation(train_op: LocalIterator[Any], workers: WorkerSet,
+                               config: Any) -> LocalIterator[Any]:
+    """``train_op`` followed by IS/WIS estimates on ``config.input`` (every
+    ``evaluation_interval`` items) when ``off_policy_estimation_episodes`` is set."""
+    if not config.off_policy_estimation_episodes:
+        return train_op
+    return train_op.for_each(OffPolicyEstimation(
+        workers, config.input, config.gamma, config.off_policy_estimation_episodes,
+        every=max(1, config.evaluation_interval)))
 
 
 @register_algorithm("marwil")
