@@ -275,8 +275,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     path = _checkpoint_of(Path(args.path))
     if path is None:
         return EXIT_USAGE
-    with Algorithm.restore(path, num_workers=0, runtime="inline") as algo:
-        result = algo.evaluate(args.episodes)
+    from rldataflow.startup import make_runtime
+
+    # the run's own worker count (Ape-X and IMPALA with aggregators need workers), as plain
+    # objects in this process: no worker processes are started to evaluate
+    runtime = make_runtime("inline")
+    try:
+        with Algorithm.restore(path, runtime=runtime, output=None) as algo:
+            result = algo.evaluate(args.episodes)
+    finally:
+        runtime.shutdown()
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
     return EXIT_OK

@@ -60,7 +60,7 @@ from rldataflow.algorithms.marwil import CheckDatasetSpaces, with_off_policy_est
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.data.dataset import REQUIRED_COLUMNS
-from rldataflow.flow import LocalIterator, Plan
+from rldataflow.flow import Plan
 from rldataflow.ops import StandardMetricsReporting, TrainOneStep, UpdateTargetNetwork, from_dataset
 from rldataflow.ops.evaluation import EvaluateOnWorkers
 from rldataflow.policies import compute_nstep
