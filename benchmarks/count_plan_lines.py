@@ -29,11 +29,13 @@ RAY_1_0 = {"pg": (14, 7, 0), "a2c": (25, 18, 0), "a3c": (9, 4, 0), "ppo": (51, 3
            "dqn": (64, 45, 0), "apex": (98, 71, 23), "impala": (36, 24, 68),
            "appo": (36, 24, 68), "composite": (55, 44, 0), "ppo_and_dqn": (55, 44, 0),
            # Ray 1.0's SAC, DDPG and TD3 trainers were GenericOffPolicyTrainer: DQN's plan
-           "sac": (64, 45, 0), "es": None, "ars": None}
+           "sac": (64, 45, 0), "es": None, "ars": None,
+           # RLlib 1.0 had no CQL (it came in a later 1.x release): no figure to compare
+           "cql": "absent"}
 #: name -> (module or file path, plan function)
 ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
-                           "composite", "sac", "es", "ars")}
+                           "composite", "sac", "es", "ars", "cql")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -118,6 +120,8 @@ def main() -> None:
         both = Count(c["plan"].all + c["helpers"].all, c["plan"].code + c["helpers"].code)
         if RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
             ray_cell, ratio = "- (imperative)", "-"
+        elif RAY_1_0[name] == "absent":
+            ray_cell, ratio = "- (not in Ray 1.0)", "-"
         else:
             ray_all, ray_code, ray_helpers = RAY_1_0[name]
             ray_cell = f"{ray_all} / {ray_code}" + (f" (+{ray_helpers})" if ray_helpers else "")

@@ -37,7 +37,10 @@ Q-learning algorithms); transitions are n-step per recorded episode
 
 Dataflow (``rldataflow plan cql``; the rollout workers only evaluate the learned policy)::
 
-    from_dataset(input, train_batch_size, postprocess=n-step) -> TrainOneStep
+    from_dataset(input, train_batch_size, postprocess=n-step)
+        [union round-robin with ParallelRollouts -> ConcatBatches -> BroadcastWeights,
+         when input_sampled_fraction > 0]
+        -> TrainOneStep
         [-> UpdateTargetNetwork (discrete)] -> every updates_per_iteration
         -> EvaluateOnWorkers(every evaluation_interval) -> report
 """
@@ -47,6 +50,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -60,8 +64,16 @@ from rldataflow.algorithms.marwil import CheckDatasetSpaces, with_off_policy_est
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.data.dataset import REQUIRED_COLUMNS
-from rldataflow.flow import Plan
-from rldataflow.ops import StandardMetricsReporting, TrainOneStep, UpdateTargetNetwork, from_dataset
+from rldataflow.flow import Concurrently, Plan
+from rldataflow.ops import (
+    BroadcastWeights,
+    ConcatBatches,
+    ParallelRollouts,
+    StandardMetricsReporting,
+    TrainOneStep,
+    UpdateTargetNetwork,
+    from_dataset,
+)
 from rldataflow.ops.evaluation import EvaluateOnWorkers
 from rldataflow.policies import compute_nstep
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
@@ -131,6 +143,10 @@ class OfflineQConfig(AlgorithmConfig):
         default=5, metadata=_h("evaluate every this many iterations (0: never)", ge=0))
     n_step: int = field(default=1, metadata=_h("steps summed in the return before bootstrap",
                                                ge=1))
+    input_sampled_fraction: float = field(
+        default=0.0, metadata=_h("fraction of training batches sampled fresh by the rollout "
+                                 "workers with the current policy, the rest from the dataset "
+                                 "(0: offline only)", ge=0, lt=1))
     off_policy_estimation_episodes: int = field(
         default=0, metadata=_h("estimate the greedy policy's return by IS/WIS on this many "
                                "dataset episodes every evaluation_interval iterations (0: off; "
@@ -322,13 +338,29 @@ def last_of(items: list[Any]) -> Any:
     return items[-1]
 
 
+def mix_weights(sampled_fraction: float) -> list[int]:
+    """``[dataset, sampled]`` round-robin turns closest to ``sampled_fraction`` (denominator
+    at most 20), e.g. 0.5 -> [1, 1], 0.25 -> [3, 1]."""
+    frac = Fraction(sampled_fraction).limit_denominator(20)
+    if frac.numerator == 0:
+        raise ConfigError(f"config key 'input_sampled_fraction' ({sampled_fraction}) rounds "
+                          "to 0 (use 0 for offline only, or at least 0.05)")
+    return [frac.denominator - frac.numerator, frac.numerator]
+
+
 def plan(workers: WorkerSet, config: OfflineQConfig) -> Plan[dict[str, Any]]:
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
                            required=CQL_COLUMNS,
                            postprocess=nstep_chunks(config.n_step, config.gamma))
-    train_op = (batches.for_each(CheckDatasetSpaces(workers, config.input))
-                .for_each(TrainOneStep(workers, broadcast=False)))
+    batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
+    if config.input_sampled_fraction:
+        fresh = (ParallelRollouts(workers, mode="bulk_sync")
+                 .for_each(ConcatBatches(config.train_batch_size))
+                 .for_each(BroadcastWeights(workers)))   # the next samples use these weights
+        batches = Concurrently([batches, fresh], mode="round_robin",
+                               round_robin_weights=mix_weights(config.input_sampled_fraction))
+    train_op = batches.for_each(TrainOneStep(workers, broadcast=False))
     if isinstance(config, DQNConfig):
         policy = workers.local_worker().get_policy()
         train_op = train_op.for_each(UpdateTargetNetwork(
@@ -348,6 +380,7 @@ class CQL(AlgorithmBuilder):
     """Conservative Q-learning on SAC from an offline dataset (Box actions)."""
 
     Config = Config
+    worker_options = {"include_next_obs": True}   # for input_sampled_fraction
 
     def policy_factory(self, config: Config) -> Any:
         cfg = dict(hiddens=config.hiddens, activation=config.activation, lr=config.critic_lr,
@@ -375,6 +408,7 @@ class CQLDQN(AlgorithmBuilder):
     """Conservative Q-learning on DQN from an offline dataset (Discrete actions)."""
 
     Config = DQNConfig
+    worker_options = {"include_next_obs": True}   # for input_sampled_fraction
 
     def policy_factory(self, config: DQNConfig) -> Any:
         cfg = dqn.policy_config(config, min_q_weight=config.min_q_weight, initial_epsilon=0.0,

@@ -180,3 +180,30 @@ def test_cql_bad_input_is_one_line(datasets, tmp_path):
     writer.close()
     with pytest.raises(DatasetError, match="next_obs"):
         rldataflow.build("cql_dqn", input=str(tmp_path / "no_next"), **INLINE)
+
+
+@pytest.mark.parametrize("fraction,weights", [(0.5, [1, 1]), (0.25, [3, 1])])
+def test_mixed_input_trains_on_dataset_and_fresh_samples_in_proportion(datasets, fraction,
+                                                                       weights):
+    from rldataflow.algorithms.cql import mix_weights
+
+    assert mix_weights(fraction) == weights
+    steps = 4 * sum(weights)
+    with rldataflow.build("cql_dqn", input=str(datasets["dqn"]), updates_per_iteration=steps,
+                          train_batch_size=64, rollout_fragment_length=32,
+                          input_sampled_fraction=fraction, evaluation_interval=0,
+                          shuffle_buffer_size=100, **INLINE) as algo:
+        result = algo.train()
+    # round robin: `weights` dataset batches, then fresh ones, of 64 rows each
+    assert result["env_steps_trained"] == steps * 64
+    assert result["env_steps_sampled"] == 4 * weights[1] * 64
+    assert result["env_steps_sampled"] / result["env_steps_trained"] == fraction
+
+
+def test_mixed_input_fraction_is_checked():
+    from rldataflow.algorithms.cql import mix_weights
+
+    with pytest.raises(ConfigError, match="input_sampled_fraction"):
+        rldataflow.build("cql_dqn", input="x", input_sampled_fraction=1.0, **INLINE)
+    with pytest.raises(ConfigError, match="rounds to 0"):
+        mix_weights(0.01)
