@@ -352,6 +352,7 @@ def plan(workers: WorkerSet, config: OfflineQConfig) -> Plan[dict[str, Any]]:
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
                            required=CQL_COLUMNS,
+                           reader="ray" if config.runtime == "ray" else "local",
                            postprocess=nstep_chunks(config.n_step, config.gamma))
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     if config.input_sampled_fraction:

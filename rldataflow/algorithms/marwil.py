@@ -247,6 +247,7 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     needs_returns = config.beta != 0
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
+                           reader="ray" if config.runtime == "ray" else "local",
                            postprocess=returns_to_go(config.gamma) if needs_returns else None)
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     train_op = training_flow(batches, workers, config)
