@@ -106,6 +106,7 @@ def pendulum_dataset(tmp_path_factory):
     return out
 
 
+@pytest.mark.timeout(1500)   # SAC to -300 first (~20 s on a free machine, minutes when loaded)
 def test_cql_pendulum(pendulum_dataset, record_property):
     start = time.perf_counter()
     best = -math.inf
