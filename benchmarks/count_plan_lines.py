@@ -31,11 +31,13 @@ RAY_1_0 = {"pg": (14, 7, 0), "a2c": (25, 18, 0), "a3c": (9, 4, 0), "ppo": (51, 3
            # Ray 1.0's SAC, DDPG and TD3 trainers were GenericOffPolicyTrainer: DQN's plan
            "sac": (64, 45, 0), "es": None, "ars": None,
            # Ray 1.0's APEX_DDPG ran Ape-X DQN's execution_plan
-           "apex_ddpg": (98, 71, 23)}
+           "apex_ddpg": (98, 71, 23),
+           # RLlib 1.0 had no CQL (it came in a later 1.x release): no figure to compare
+           "cql": "absent"}
 #: name -> (module or file path, plan function)
 ALGORITHMS = {name: (f"rldataflow.algorithms.{name}", "plan")
               for name in ("pg", "a2c", "a3c", "ppo", "dqn", "apex", "impala", "appo",
-                           "composite", "sac", "es", "ars", "apex_ddpg")}
+                           "composite", "sac", "es", "ars", "apex_ddpg", "cql")}
 ALGORITHMS["ppo_and_dqn"] = ("examples/ppo_and_dqn.py", "ppo_and_dqn_plan")
 ALGORITHMS["ddppo"] = ("rldataflow.algorithms.ddppo", "plan")
 # RLlib 1.x's DD-PPO execution_plan (rllib/agents/ppo/ddppo.py as stored at ray commit
@@ -132,6 +134,8 @@ def main() -> None:
             ray_cell, ratio = "- (not counted)", "-"
         elif RAY_1_0[name] is None:  # ES / ARS were imperative in Ray 1.0 (no execution plan)
             ray_cell, ratio = "- (imperative)", "-"
+        elif RAY_1_0[name] == "absent":
+            ray_cell, ratio = "- (not in Ray 1.0)", "-"
         else:
             ray_all, ray_code, ray_helpers = RAY_1_0[name]
             ray_cell = f"{ray_all} / {ray_code}" + (f" (+{ray_helpers})" if ray_helpers else "")

@@ -430,15 +430,23 @@ def _evaluate(args: argparse.Namespace) -> int:
     if path is None:
         return EXIT_USAGE
     run_dir = path.parent
-    with Algorithm.restore(path, num_workers=0, evaluation_num_workers=0,
-                           runtime="inline") as algo:
-        result = algo.evaluate(args.episodes)
-        if args.video:
-            from rldataflow.utils.video import record_video
+    from rldataflow.startup import make_runtime
 
-            video = record_video(algo, run_dir / "videos" / f"{path.name}.mp4",
-                                 num_episodes=args.video_episodes,
-                                 explore=algo.config.evaluation_explore)
+    # the run's own worker count (Ape-X and IMPALA with aggregators need workers), as plain
+    # objects in this process: no worker processes are started to evaluate
+    runtime = make_runtime("inline")
+    try:
+        with Algorithm.restore(path, runtime=runtime, output=None,
+                               evaluation_num_workers=0) as algo:
+            result = algo.evaluate(args.episodes)
+            if args.video:
+                from rldataflow.utils.video import record_video
+
+                video = record_video(algo, run_dir / "videos" / f"{path.name}.mp4",
+                                     num_episodes=args.video_episodes,
+                                     explore=algo.config.evaluation_explore)
+    finally:
+        runtime.shutdown()
     print(f"checkpoint: {path}")
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")

@@ -39,6 +39,7 @@ from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import StandardMetricsReporting, TrainOneStep, from_dataset
+from rldataflow.ops.offline_evaluation import OffPolicyEstimation
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.learner import Learner
 from rldataflow.policies.postprocessing import batch_segment_ends, compute_discounted_returns
@@ -84,6 +85,9 @@ class Config(AlgorithmConfig):
         default=10, metadata=_h("evaluate every this many iterations (0: never)", ge=0))
     evaluation_num_workers: int = field(
         default=1, metadata=_h("evaluation workers (0: evaluate in the driver)", ge=0))
+    off_policy_estimation_episodes: int = field(
+        default=0, metadata=_h("estimate the policy's return by IS/WIS on this many dataset "
+                               "episodes every evaluation_interval iterations (0: off)", ge=0))
 
     def validate(self) -> None:
         super().validate()
@@ -241,11 +245,24 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     needs_returns = config.beta != 0
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
+                           reader="ray" if config.runtime == "ray" else "local",
                            postprocess=returns_to_go(config.gamma) if needs_returns else None)
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     train_op = training_flow(batches, workers, config)
+    train_op = with_off_policy_estimation(train_op, workers, config)
     return Plan(StandardMetricsReporting(train_op, workers,
                                          min_time_s=config.min_time_s_per_iteration))
+
+
+def with_off_policy_estimation(train_op: LocalIterator[Any], workers: WorkerSet,
+                               config: Any) -> LocalIterator[Any]:
+    """``train_op`` followed by IS/WIS estimates on ``config.input`` (every
+    ``evaluation_interval`` items) when ``off_policy_estimation_episodes`` is set."""
+    if not config.off_policy_estimation_episodes:
+        return train_op
+    return train_op.for_each(OffPolicyEstimation(
+        workers, config.input, config.gamma, config.off_policy_estimation_episodes,
+        every=max(1, config.evaluation_interval or 1)))
 
 
 @register_algorithm("marwil")

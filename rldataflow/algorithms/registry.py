@@ -50,6 +50,8 @@ BUILTIN: dict[str, str] = {
     "marwil": "rldataflow.algorithms.marwil",
     "bc": "rldataflow.algorithms.marwil",
     "maml": "rldataflow.algorithms.maml",
+    "cql": "rldataflow.algorithms.cql",
+    "cql_dqn": "rldataflow.algorithms.cql",
 }
 
 _REGISTERED: dict[str, type[AlgorithmBuilder]] = {}

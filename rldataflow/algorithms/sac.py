@@ -272,23 +272,32 @@ class SACPolicy(BoxActorPolicy):
         "initial_alpha": 1.0, "target_entropy": None, "grad_clip": None, "adam_eps": 1e-8,
     }
 
+    #: the model class (a subclass may add parameters, e.g. CQL's log alpha')
+    model_cls: type[SACModel] = SACModel
+
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box,
-                 config: Mapping[str, Any] | None = None, seed: int | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, seed: int | None = None,
+                 loss_fn: Callable[..., Any] = sac_loss, algorithm: str = "sac") -> None:
         cfg = {**self.DEFAULTS, **dict(config or {})}
-        super().__init__(observation_space, action_space, cfg, loss_fn=sac_loss,
-                         model_factory=lambda obs, act, _dim, c: SACModel(
+        model_cls = self.model_cls
+        super().__init__(observation_space, action_space, cfg, loss_fn=loss_fn,
+                         model_factory=lambda obs, act, _dim, c: model_cls(
                              obs, int(np.prod(act.shape)), c),
-                         seed=seed, algorithm="sac")
+                         seed=seed, algorithm=algorithm)
         target = cfg["target_entropy"]
         self.target_entropy = float(-self.action_dim if target is None else target)
 
-    def make_learner(self) -> MultiLossLearner:
+    def optimizer_groups(self) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+        """``(groups, lrs)`` of the :class:`MultiLossLearner`: one optimizer per loss."""
         cfg = self.config
-        return MultiLossLearner(
-            self, self.loss_fn,
-            groups={"actor": ("actor",), "critic": ("critic",), "alpha": ("log_alpha",)},
-            lrs={"actor": cfg["actor_lr"], "critic": cfg["critic_lr"], "alpha": cfg["alpha_lr"]},
-            targets=("critic",), tau=float(cfg["tau"]))
+        return ({"actor": ("actor",), "critic": ("critic",), "alpha": ("log_alpha",)},
+                {"actor": cfg["actor_lr"], "critic": cfg["critic_lr"],
+                 "alpha": cfg["alpha_lr"]})
+
+    def make_learner(self) -> MultiLossLearner:
+        groups, lrs = self.optimizer_groups()
+        return MultiLossLearner(self, self.loss_fn, groups=groups, lrs=lrs,
+                                targets=("critic",), tau=float(self.config["tau"]))
 
     @property
     def alpha(self) -> float:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from rldataflow.data import SampleBatch
@@ -95,6 +97,12 @@ class _RecordGradients(Operator):
         return grads, info
 
 
+def _gradients_stream(worker: Any, output: Any) -> Iterator[Any]:
+    """On a worker: ``sample_and_compute_gradients(output)`` forever."""
+    while True:
+        yield worker.sample_and_compute_gradients(output)
+
+
 def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]:
     """``(grads, info)`` computed by each worker on its own fresh batch, as they are ready.
 
@@ -103,14 +111,16 @@ def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]
 
         train_op = AsyncGradients(workers).for_each(ApplyGradients(workers, update_all=False))
     """
+    output = workers.output  # the batches stay on the workers, which write them there
     if not workers.remote_workers():
         local = workers.local_worker()
         source = from_local_iterable(
-            lambda: (local.sample_and_compute_gradients() for _ in itertools.count()),
+            lambda: (local.sample_and_compute_gradients(output) for _ in itertools.count()),
             name="AsyncGradients(local worker)")
         return source.for_each(_RecordGradients())
-    par = from_actors(workers.remote_workers(), "sample_and_compute_gradients",
-                      runtime=workers.runtime,
+    method = ("sample_and_compute_gradients" if output is None
+              else functools.partial(_gradients_stream, output=output))
+    par = from_actors(workers.remote_workers(), method, runtime=workers.runtime,
                       name=f"AsyncGradients({workers.num_remote_workers} workers)")
     return par.gather_async(num_async=num_async, on_failure=workers.replace_dead_worker,
                             with_source=True).for_each(_RecordGradients())

@@ -263,13 +263,25 @@ class RolloutWorker(WorkerBase):
             batch = self.policy.postprocess_trajectory(batch)
         return batch
 
-    def sample_and_compute_gradients(self) -> tuple[list[np.ndarray], dict[str, Any]]:
-        """Sample a batch and compute the policy's gradients on it (A3C-style).
+    _grad_writer: Any = None
+    _grad_writer_output: Any = None
+
+    def sample_and_compute_gradients(self, output: DatasetOutput | None = None
+                                     ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Sample a batch and compute the policy's gradients on it (A3C-style); with
+        ``output``, also write the batch to that dataset.
 
         Returns ``(grads, info)`` with ``info`` = ``{"count": rows, "stats": batch.stats,
         "learner_stats": loss stats, "weights_version": version}``.
         """
         batch = self.sample()
+        if output is not None:  # the batch never leaves this worker: write it here
+            if self._grad_writer is None or self._grad_writer_output != output:
+                self._grad_writer = output.writer(
+                    tag=f"w{self.worker_index}-{os.getpid()}-{os.urandom(3).hex()}")
+                self._grad_writer_output = output
+            self._grad_writer.write(batch)
+            self._grad_writer.flush()
         grads, learner_stats = self.policy.compute_gradients(batch)
         return grads, {
             "count": batch.count,
@@ -448,7 +460,10 @@ class RolloutWorker(WorkerBase):
                                 if trunc and not term and SampleBatch.VF_PREDS in extras
                                 else np.float32(0.0))
                         steps_cols.append({
-                            SampleBatch.OBS: obs[0], SampleBatch.ACTIONS: action[0],
+                            # next_obs: the final obs on termination/truncation, for Q-learning
+                            # from the dataset (CQL)
+                            SampleBatch.OBS: obs[0], SampleBatch.NEXT_OBS: pre([raw])[0],
+                            SampleBatch.ACTIONS: action[0],
                             SampleBatch.REWARDS: np.float32(reward),
                             SampleBatch.TERMINATEDS: bool(term),
                             SampleBatch.TRUNCATEDS: bool(trunc or (capped and not term)),
