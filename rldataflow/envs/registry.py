@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import logging
 from collections.abc import Callable
 from typing import Any, Union
 
@@ -74,6 +75,31 @@ def _first_line(err: BaseException) -> str:
     return text.splitlines()[0] if text else ""
 
 
+_mujoco_warnings_routed = False
+
+
+def _route_mujoco_warnings() -> None:
+    """Send MuJoCo's warnings to ``logging`` (each distinct one once, at DEBUG) instead of its
+    default handler, which prints every one to stderr and appends it to ``MUJOCO_LOG.TXT`` in
+    the working directory: Gymnasium's MuJoCo models trip a deprecation warning per env made."""
+    global _mujoco_warnings_routed
+    if _mujoco_warnings_routed:
+        return
+    try:
+        import mujoco
+    except ImportError:
+        return  # make_env reports the missing extra
+    seen: set[str] = set()
+
+    def handler(message: str) -> None:
+        if message not in seen:
+            seen.add(message)
+            logging.getLogger("rldataflow.envs.mujoco").debug("MuJoCo: %s", message.strip())
+
+    mujoco.set_mju_user_warning(handler)
+    _mujoco_warnings_routed = True
+
+
 def _extra_for(spec: Any) -> tuple[str, str] | None:
     """The (extra, package) a Gymnasium id's family needs, if it is one of :data:`_ENV_EXTRAS`."""
     if not isinstance(spec, str) or spec not in gymnasium.envs.registry:
@@ -120,6 +146,8 @@ def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
             f"env spec must be a registered name, a Gymnasium id or a callable, got "
             f"{type(spec).__name__}"
         )
+    if (_extra_for(spec) or ("",))[0] == "mujoco":
+        _route_mujoco_warnings()
     try:
         env = creator()
     except (ImportError, gymnasium.error.DependencyNotInstalled) as err:
