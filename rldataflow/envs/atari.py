@@ -197,6 +197,17 @@ class ChannelLast(gymnasium.ObservationWrapper):
     def observation(self, observation: Any) -> np.ndarray:
         return np.ascontiguousarray(np.moveaxis(np.asarray(observation), 0, -1))
 
+    def close(self) -> None:
+        super().close()
+        # Drop the references to the native ALE interface (the base env and AtariPreprocessing
+        # both hold one): an ALEInterface still alive when a worker process exits makes
+        # nanobind print a "leaked instance" report to stderr.
+        env: Any = self
+        while env is not None:
+            if "ale" in vars(env):
+                del env.ale
+            env = getattr(env, "env", None)
+
 
 def make_atari_env(env_id: str, env_config: dict | None = None) -> gymnasium.Env:
     """An ``ALE/...`` env with the preprocessing of this module's docs (knobs: :class:`AtariOptions`).
