@@ -11,6 +11,7 @@ Example::
 This layer imports Gymnasium and numpy only (no torch).
 """
 
+from rldataflow.envs.minatar import MINATAR_GAMES, register_minatar_envs
 from rldataflow.envs.multi_agent import (
     MULTI_AGENT_CARTPOLE_ID,
     MultiAgentCartPole,
@@ -39,8 +40,10 @@ from rldataflow.envs.vector_env import VectorEnv, make_vector_env
 
 register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
 register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
+register_minatar_envs()  # MinAtar/...-v1 (minatar imported only when one is made)
 
 __all__ = [
+    "MINATAR_GAMES",
     "MULTI_AGENT_CARTPOLE_ID",
     "SLEEP_CARTPOLE_ID",
     "EnvCreator",
