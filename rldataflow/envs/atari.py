@@ -210,7 +210,7 @@ class ChannelLast(gymnasium.ObservationWrapper):
 
 
 def make_atari_env(env_id: str, env_config: dict | None = None) -> gymnasium.Env:
-    """An ``ALE/...`` env with the preprocessing of this module's docs (knobs: :class:`AtariOptions`).
+    """An ``ALE/...`` env preprocessed as in this module's docs (knobs: :class:`AtariOptions`).
 
     Example::
 
