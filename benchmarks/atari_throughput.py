@@ -12,9 +12,14 @@ learner thread overlapping sampling. The figure is env steps/s over a measured w
 warm-up, training included. SB3 runs before and after ours and the ratios use its mean (a shared
 machine's load drifts).
 
+With 4 epochs of Nature-CNN SGD per row, SGD dominates both sides (a 256-row CNN gradient step
+costs the same in both libraries), so the training figure mostly compares learners. A second
+figure isolates sampling: rldataflow's 2 workers sampling 128-step fragments in parallel vs
+SB3's rollout loop (policy forward + ``VecEnv.step``, as in ``collect_rollouts``) on its 8 envs.
+
 Needs ``pip install "rldataflow[atari]" stable-baselines3`` (SB3 is not an rldataflow extra).
 
-Usage: ``python benchmarks/atari_throughput.py [--quick]``
+Usage: ``python benchmarks/atari_throughput.py [--quick] [--sampling-only]``
 """
 
 from __future__ import annotations
@@ -51,8 +56,22 @@ def measure_rldataflow(name: str, warmup_s: float, measure_s: float) -> float:
         return (algo.metrics.counters["env_steps_sampled"] - s0) / (time.perf_counter() - begin)
 
 
-def measure_sb3(warmup_steps: int, measure_steps: int) -> float:
-    """Env steps per second of SB3's PPO (``learn`` after a warm-up ``learn``)."""
+def measure_rldataflow_sampling(rounds: int) -> float:
+    """Env steps/s of the 2 PPO workers sampling in parallel (no learning)."""
+    with rldataflow.build("ppo", env=ENV, runtime="process", num_workers=2,
+                          num_envs_per_worker=NUM_ENVS // 2, rollout_fragment_length=N_STEPS,
+                          vf_share_layers=True, seed=0, **PPO_WORK) as algo:
+        actors = algo.workers.pool.actors
+        for f in [a.call("sample") for a in actors]:  # warm-up
+            f.result()
+        begin = time.perf_counter()
+        steps = 0
+        for _ in range(rounds):
+            steps += sum(f.result().count for f in [a.call("sample") for a in actors])
+        return steps / (time.perf_counter() - begin)
+
+
+def _sb3_env_and_model():
     import ale_py
     import gymnasium
     from stable_baselines3 import PPO
@@ -66,6 +85,35 @@ def measure_sb3(warmup_steps: int, measure_steps: int) -> float:
     model = PPO("CnnPolicy", venv, n_steps=N_STEPS, batch_size=PPO_WORK["minibatch_size"],
                 n_epochs=PPO_WORK["num_epochs"], learning_rate=2.5e-4, seed=0, verbose=0,
                 device="cpu")
+    return venv, model
+
+
+def measure_sb3_sampling(rounds: int) -> float:
+    """Env steps/s of SB3's rollout loop: policy forward on the batch of obs, then step."""
+    import torch
+
+    venv, model = _sb3_env_and_model()
+    obs = venv.reset()
+
+    def one_round(obs):
+        for _ in range(N_STEPS):
+            with torch.no_grad():
+                actions, _, _ = model.policy(model.policy.obs_to_tensor(obs)[0])
+            obs, _, _, _ = venv.step(actions.cpu().numpy())
+        return obs
+
+    obs = one_round(obs)  # warm-up
+    begin = time.perf_counter()
+    for _ in range(rounds):
+        obs = one_round(obs)
+    wall = time.perf_counter() - begin
+    venv.close()
+    return rounds * N_STEPS * NUM_ENVS / wall
+
+
+def measure_sb3(warmup_steps: int, measure_steps: int) -> float:
+    """Env steps per second of SB3's PPO (``learn`` after a warm-up ``learn``)."""
+    venv, model = _sb3_env_and_model()
     model.learn(warmup_steps)
     begin = time.perf_counter()
     model.learn(measure_steps, reset_num_timesteps=False)
@@ -77,7 +125,18 @@ def measure_sb3(warmup_steps: int, measure_steps: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="short windows (noisier)")
+    parser.add_argument("--sampling-only", action="store_true", help="only the sampling figure")
     args = parser.parse_args()
+    rounds = 3 if args.quick else 10
+    samp_sb3_before = measure_sb3_sampling(rounds)
+    samp_ours = measure_rldataflow_sampling(rounds)
+    samp_sb3_after = measure_sb3_sampling(rounds)
+    samp_sb3 = (samp_sb3_before + samp_sb3_after) / 2
+    print(f"sampling only: SB3 rollout loop {samp_sb3_before:.0f} / {samp_sb3_after:.0f} env "
+          f"steps/s (before / after), rldataflow 2 workers x 4 envs {samp_ours:.0f}: "
+          f"{samp_ours / samp_sb3:.2f}x")
+    if args.sampling_only:
+        return
     warmup_s, measure_s = (5.0, 20.0) if args.quick else (15.0, 60.0)
     sb3_steps = NUM_ENVS * N_STEPS * (4 if args.quick else 12)
     sb3_warmup = NUM_ENVS * N_STEPS
