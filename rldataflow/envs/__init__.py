@@ -12,6 +12,7 @@ This layer imports Gymnasium and numpy only (no torch).
 """
 
 from rldataflow.envs.group_agents import GroupAgents, GroupedEnvCreator, GroupLayout
+from rldataflow.envs.minatar import MINATAR_GAMES, register_minatar_envs
 from rldataflow.envs.multi_agent import (
     MULTI_AGENT_CARTPOLE_ID,
     MultiAgentCartPole,
@@ -52,8 +53,10 @@ register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
 register(TWO_STEP_GAME_ID, make_two_step_game)
 register(POINT_NAVIGATION_ID, make_point_navigation)
 register(PENDULUM_TASKS_ID, make_pendulum_tasks)
+register_minatar_envs()  # MinAtar/...-v1 (minatar imported only when one is made)
 
 __all__ = [
+    "MINATAR_GAMES",
     "MULTI_AGENT_CARTPOLE_ID",
     "PENDULUM_TASKS_ID",
     "POINT_NAVIGATION_ID",

@@ -117,6 +117,8 @@ def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
 
     * callable: ``spec(env_config)``;
     * registered name: ``creator(env_config)``;
+    * ``ALE/...`` id: :func:`rldataflow.envs.atari.make_atari_env` (DeepMind preprocessing, true
+      episode returns; ``{"atari_preprocessing": False}`` for the raw env);
     * Gymnasium id (or ``"module:Id"``): ``gymnasium.make(id, **env_config)``, with the passive
       env checker disabled unless ``env_config`` says otherwise (it costs a wrapper call per step).
 
@@ -136,6 +138,14 @@ def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
         if spec in _REGISTRY:
             registered = _REGISTRY[spec]
             creator = lambda: registered(config)
+        elif spec.startswith("ALE/"):
+            # Atari: ale-py registered lazily (in each worker process), DeepMind preprocessing
+            from rldataflow.envs import atari
+
+            atari.ensure_ale_registered(spec)
+            if spec not in gymnasium.envs.registry:
+                raise _unknown_env_error(spec)
+            creator = lambda: atari.make_atari_env(spec, config)
         elif spec in gymnasium.envs.registry or ":" in spec:
             kwargs = {"disable_env_checker": True, **config}
             creator = lambda: gymnasium.make(spec, **kwargs)

@@ -10,6 +10,13 @@ can be stored as ``next_obs`` or used to bootstrap a truncated episode with ``V(
 Gymnasium 1.x's own vector envs default to NEXT_STEP autoreset: the step after an episode ends
 ignores the action and returns the reset observation, which wastes a step per episode and needs
 masking downstream. That is why rollouts use this class instead.
+
+True episode returns (the ``info["episode_true"]`` convention): an env whose training episodes
+are not the real ones (Atari's episodic life ends an episode per lost life; clipped rewards are
+not the game's score) puts ``info[TRUE_EPISODE_KEY] = {"r": real_return, "l": real_length}`` in
+the info of the step that ends a real episode and ``info[TRUE_EPISODE_KEY] = None`` in the info of
+a step that ends only a training episode. :class:`VectorEnv` then reports the real figures, and
+nothing for the ``None`` ends; envs that never set the key are reported from the rewards seen.
 """
 
 from __future__ import annotations
@@ -23,7 +30,11 @@ import numpy as np
 from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import ObsPreprocessor, obs_preprocessor
 
-__all__ = ["VectorEnv", "make_vector_env"]
+__all__ = ["TRUE_EPISODE_KEY", "VectorEnv", "make_vector_env"]
+
+#: Info key of the true-episode convention (see the module docs).
+TRUE_EPISODE_KEY = "episode_true"
+_ABSENT = object()
 
 
 class VectorEnv:
@@ -40,7 +51,8 @@ class VectorEnv:
             worker a distinct offset keeps ids unique and deterministic.
 
     Per-env episode returns and lengths are tracked; :meth:`pop_completed_episodes` hands out the
-    ones finished since the last call.
+    ones finished since the last call (the true ones where an env reports them through
+    ``info["episode_true"]``, see the module docs).
 
     Example::
 
@@ -170,8 +182,13 @@ class VectorEnv:
             for j, i in enumerate(idx):
                 final_obs[i] = final_rows[j]
         for i in idx:
-            self._completed_returns.append(float(self.episode_returns[i]))
-            self._completed_lengths.append(int(self.episode_steps[i]))
+            true = infos[i].get(TRUE_EPISODE_KEY, _ABSENT) if infos[i] else _ABSENT
+            if true is _ABSENT:
+                self._completed_returns.append(float(self.episode_returns[i]))
+                self._completed_lengths.append(int(self.episode_steps[i]))
+            elif true is not None:  # None: a training episode ended, not a real one
+                self._completed_returns.append(float(true["r"]))
+                self._completed_lengths.append(int(true["l"]))
             self._new_episode(i)
         return obs_batch, rew_arr, term_arr, trunc_arr, final_obs, infos
 

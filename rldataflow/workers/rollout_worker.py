@@ -18,12 +18,14 @@ from rldataflow.data.dataset import DatasetOutput
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
-from rldataflow.envs.vector_env import make_vector_env
+from rldataflow.envs.vector_env import TRUE_EPISODE_KEY, make_vector_env
 from rldataflow.policies.policy import TorchPolicy
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
 from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 
 __all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
+
+_NO_TRUE = object()
 
 PolicyFactory = Callable[[gymnasium.spaces.Box, gymnasium.Space], TorchPolicy]
 
@@ -389,7 +391,9 @@ class RolloutWorker(WorkerBase):
 
         The env is seeded from the worker seed and the number of previous evaluate() calls, so
         results are reproducible and successive calls see different episodes.
-        ``max_episode_steps`` caps episodes of envs without a time limit.
+        ``max_episode_steps`` caps episodes of envs without a time limit. Envs following the
+        true-episode convention (:mod:`rldataflow.envs.vector_env`; Atari) are played to the real
+        episode end and their real return is reported.
         """
         return [ret for ret, _, _ in self.evaluate_episodes(num_episodes, False,
                                                              max_episode_steps)]
@@ -448,7 +452,7 @@ class RolloutWorker(WorkerBase):
                 while not done:
                     obs = pre([raw])
                     action, extras = self.policy.compute_actions(obs, explore=explore)
-                    raw, reward, term, trunc, _ = env.step(self._to_env_actions(action)[0])
+                    raw, reward, term, trunc, info = env.step(self._to_env_actions(action)[0])
                     total += float(reward)
                     steps += 1
                     if frames is not None:
@@ -470,6 +474,15 @@ class RolloutWorker(WorkerBase):
                             **{k: v[0] for k, v in extras.items()}})
                         if SampleBatch.VF_PREDS in extras:  # V(final obs) on truncation
                             steps_cols[-1][SampleBatch.BOOTSTRAP_VALUE] = np.float32(boot)
+                    if (term or trunc) and not capped:
+                        # the true-episode convention (rldataflow.envs.vector_env): None ends
+                        # only a training episode (an Atari life), a dict carries the real return
+                        true = info.get(TRUE_EPISODE_KEY, _NO_TRUE) if info else _NO_TRUE
+                        if true is None:
+                            raw, _ = env.reset()
+                            done = False
+                        elif isinstance(true, dict):
+                            total = float(true["r"])
                 cols = None
                 if collect:
                     cols = {k: np.stack([c[k] for c in steps_cols]) for k in steps_cols[0]}

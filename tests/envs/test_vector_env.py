@@ -94,3 +94,27 @@ def test_preprocessed_discrete_obs_and_errors():
         make_vector_env("CartPole-v1", num_envs=0)
     raw = make_vector_env("FrozenLake-v1", num_envs=2, seed=0, preprocess=False)
     assert raw.reset().tolist() == [0, 0]
+
+
+class LivesEnv(CountEnv):
+    """CountEnv whose odd episodes are "life losses" (info episode_true None) and whose even ones
+    report a true return of 1000 + t over 2 * length steps (the convention of vector_env's docs)."""
+
+    def step(self, action):
+        obs, rew, term, trunc, info = super().step(action)
+        if term:
+            info["episode_true"] = (None if self.episode % 2 == 0
+                                    else {"r": 1000.0 + self.t, "l": 2 * self.t})
+        return obs, rew, term, trunc, info
+
+
+def test_true_episode_convention():
+    venv = VectorEnv([LivesEnv(2), CountEnv(2)], seed=0)
+    venv.reset()
+    for _ in range(4):
+        venv.step([0, 0])
+    returns, lengths = venv.pop_completed_episodes()
+    # env 0: episode 0 ends as a life loss (not reported), episode 1 reports its true figures;
+    # env 1 sets no key: its returns are the rewards seen (1 + 2), twice.
+    assert sorted(returns) == [3.0, 3.0, 1002.0] and sorted(lengths) == [2, 2, 4]
+    assert venv.episode_ids.tolist() == [4, 5]  # every training episode still gets its own id

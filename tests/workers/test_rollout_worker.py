@@ -246,3 +246,36 @@ def test_image_and_dict_observations(dict_obs):
         assert b[SampleBatch.OBS].dtype == np.uint8
     assert len(b.stats["episode_returns"]) == 4
     assert w.learn_on_batch(b)["num_grad_updates"] == 1
+
+
+class ThreeLivesEnv(gymnasium.Env):
+    """Each 'life' lasts 4 steps with reward 2 (clipped to 1 for training); the third life ends
+    the game. Follows the true-episode convention of rldataflow.envs.vector_env."""
+
+    observation_space = gymnasium.spaces.Box(-1, 1, (2,), np.float32)
+    action_space = gymnasium.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        if getattr(self, "lives", 0) == 0:
+            self.lives, self.total, self.length = 3, 0.0, 0
+        self.t = 0
+        return np.zeros(2, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        self.length += 1
+        self.total += 2.0
+        info = {}
+        if self.t == 4:
+            self.lives -= 1
+            info["episode_true"] = (None if self.lives else {"r": self.total, "l": self.length})
+        return np.zeros(2, np.float32), 1.0, self.t == 4, False, info
+
+
+def test_evaluate_reports_true_episode_returns():
+    w = RolloutWorker(lambda cfg: ThreeLivesEnv(), num_envs=1, rollout_fragment_length=24)
+    assert w.evaluate(2) == [24.0, 24.0]  # 3 lives x 4 steps x reward 2, not 4.0 per life
+    batch = w.sample()
+    assert batch.stats["episode_returns"] == [24.0, 24.0]
+    assert batch.stats["episode_lengths"] == [12, 12]
