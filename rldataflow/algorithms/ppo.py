@@ -21,6 +21,7 @@ from typing import Any, Literal
 import torch
 
 from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.options import TrainingAids, aid_policy_config
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import Concurrently, LocalIterator, Plan
@@ -44,7 +45,7 @@ _h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
-class Config(AlgorithmConfig):
+class Config(TrainingAids, AlgorithmConfig):
     """PPO settings; the defaults solve CartPole-v1 in well under 100k env steps."""
 
     lr: float = field(default=1e-3, metadata=_h("Adam learning rate"))
@@ -70,6 +71,7 @@ class Config(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_aids()
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(f"config key 'minibatch_size' ({self.minibatch_size}) must be <= "
                               f"train_batch_size ({self.train_batch_size})")
@@ -94,7 +96,8 @@ def policy_factory(config: Config):
         gamma=config.gamma, lambda_=config.lambda_, grad_clip=config.grad_clip,
         vf_share_layers=config.vf_share_layers, action_mode=config.action_mode,
         clip_param=config.clip_param, vf_clip_param=config.vf_clip_param,
-        vf_loss_coeff=config.vf_loss_coeff, entropy_coeff=config.entropy_coeff)
+        vf_loss_coeff=config.vf_loss_coeff, entropy_coeff=config.entropy_coeff,
+        **aid_policy_config(config))
 
     def make(obs_space, action_space) -> TorchPolicy:
         kl = AdaptiveKLCoeff(config.kl_coeff, config.kl_target)  # one per policy
