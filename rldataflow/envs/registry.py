@@ -64,6 +64,21 @@ def _unknown_env_error(name: str) -> EnvError:
     return EnvError(f"unknown env {name!r} ({where})")
 
 
+#: Gymnasium env families (the package of their entry point) -> the rldataflow extra with
+#: their dependencies
+_EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
+
+
+def _extra_for(spec: Any) -> str | None:
+    if not isinstance(spec, str) or spec not in gymnasium.envs.registry:
+        return None
+    entry = str(gymnasium.envs.registry[spec].entry_point)
+    for family, extra in _EXTRAS.items():
+        if f".{family}" in entry or entry.startswith(family):
+            return extra
+    return None
+
+
 def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
     """Create one env from a registered name, a Gymnasium id, or a callable.
 
@@ -100,6 +115,12 @@ def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
         )
     try:
         env = creator()
+    except gymnasium.error.DependencyNotInstalled as err:
+        extra = _extra_for(spec)
+        fix = (f'pip install "rldataflow[{extra}]"' if extra
+               else str(err).strip().splitlines()[0])
+        raise EnvError(f"env {_describe(spec)!r} needs a package that is not installed: "
+                       f"{fix}") from err
     except Exception as err:  # re-raised with the env's name, the original chained
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         detail = f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__
