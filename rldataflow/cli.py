@@ -4,6 +4,7 @@
     rldataflow train dqn --env CartPole-v1 --set lr=5e-4 --set hiddens=[128,128]
     rldataflow train ppo --resume runs/ppo_CartPole-v1_20261122-101500
     rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --episodes 10
+    rldataflow evaluate runs/ppo_CartPole-v1_20261122-101500 --video   # best checkpoint, mp4
     rldataflow record runs/ppo_CartPole-v1_20261122-101500 --episodes 100 --out data/cartpole
     rldataflow train bc --set input=data/cartpole --stop-return 450
     rldataflow config ppo          # every config key, its type, default and meaning
@@ -12,6 +13,9 @@
     rldataflow plot runs/a runs/b --out curves.png
     rldataflow tuned                                   # tuned example configs and their results
     rldataflow train --config ppo-lunarlander          # run one (rldataflow/tuned/*.yaml)
+    rldataflow tune ppo --env CartPole-v1 --grid lr=[1e-3,3e-4] --grid num_epochs=[5,10] \
+        --stop-iters 10                          # a sweep (docs/tune.md)
+    rldataflow train ppo --runtime ray --address auto   # on a Ray cluster (docs/cluster.md)
 """
 
 from __future__ import annotations
@@ -61,10 +65,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--checkpoint-every", type=int, metavar="N",
                        help="save a checkpoint every N iterations (default: config value)")
     train.add_argument("--quiet", action="store_true", help="no progress display")
+    _add_cluster_and_wandb_flags(train)
 
     evaluate = sub.add_parser("evaluate", help="evaluate a checkpoint or a run directory")
     evaluate.add_argument("path", help="checkpoint directory, or a run directory (latest)")
     evaluate.add_argument("--episodes", type=int, default=10)
+    evaluate.add_argument("--video", action="store_true",
+                          help="also write an mp4 of the run's best checkpoint (RUN/videos/; "
+                               'needs pip install "rldataflow[video]")')
+    evaluate.add_argument("--video-episodes", type=int, default=1, metavar="N",
+                          help="episodes in the video (default 1)")
 
     record = sub.add_parser("record", help="roll out a checkpoint into an offline dataset",
                             description="Run episodes with a trained policy and write their "
@@ -94,17 +104,69 @@ def _parser() -> argparse.ArgumentParser:
     plot.add_argument("--out", default="learning_curves.png", help="image file (png/svg/pdf)")
     plot.add_argument("--x", default="env_steps_sampled", help="x column of progress.csv")
     plot.add_argument("--y", default="episode_return_mean", help="y column of progress.csv")
+    plot.add_argument("--no-evaluation", action="store_true",
+                      help="leave out the evaluation curves (evaluation/episode_return_mean)")
+
+    tune = sub.add_parser("tune", help="a hyperparameter sweep (writes a sweep directory)",
+                          description="Train ALGO once per trial of a grid and/or search space; "
+                                      "embedded with Optuna, or on Ray Tune with --runtime ray "
+                                      "(docs/tune.md).")
+    tune.add_argument("algo", nargs="?", help="algorithm name (or `algorithm:` in --config)")
+    tune.add_argument("--env", help="Gymnasium env id or a name registered in rldataflow.envs")
+    tune.add_argument("--runtime", choices=["inline", "process", "ray"],
+                      help="where trials run: inline/process embedded (Optuna, one trial "
+                           "after another), ray: Ray Tune trials in parallel on the cluster")
+    tune.add_argument("--num-workers", type=int, help="remote rollout workers per trial")
+    tune.add_argument("--config", metavar="FILE.yaml",
+                      help="YAML file of config keys with `grid:`/`search:`/`sweep:` sections")
+    tune.add_argument("--set", metavar="KEY=VALUE", action="append", default=[],
+                      help="fix one config key for all trials (repeatable)")
+    tune.add_argument("--grid", metavar="KEY=[V1,V2]", action="append", default=[],
+                      help="sweep KEY over the values (repeatable; every combination runs)")
+    tune.add_argument("--samples", type=int, metavar="N",
+                      help="trials per grid combination drawn from `search:` (default 10), or "
+                           "seeded repeats of each combination when there is only a grid")
+    tune.add_argument("--metric", help="result key that ranks trials "
+                                       "(default episode_return_mean)")
+    tune.add_argument("--mode", choices=["max", "min"], help="maximize (default) or minimize")
+    tune.add_argument("--no-prune", action="store_true",
+                      help="never stop a trial early (default: median pruning)")
+    for flag, kind, meta, text in _STOP_FLAGS:
+        tune.add_argument(flag, type=kind, metavar=meta, help=text + " (per trial)")
+    tune.add_argument("--seed", type=int, help="base seed (also seeds the sampler)")
+    tune.add_argument("--out", metavar="DIR",
+                      help="sweep directory (default: sweeps/ALGO_ENV_TIMESTAMP)")
+    tune.add_argument("--checkpoint-every", type=int, metavar="N",
+                      help="save a checkpoint every N iterations (default: config value)")
+    _add_cluster_and_wandb_flags(tune)
 
     sub.add_parser("list", help="list the algorithms")
     sub.add_parser("tuned", help="list the tuned example configs and what each reached")
     return parser
 
 
+_STOP_FLAGS = [("--stop-return", float, "R", "stop once episode_return_mean >= R"),
+               ("--stop-steps", int, "N", "stop once N env steps were sampled"),
+               ("--stop-time", float, "S", "stop after S seconds"),
+               ("--stop-iters", int, "N", "stop after N iterations")]
+
+
+def _add_cluster_and_wandb_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--address", metavar="auto|HOST:PORT",
+                        help="with --runtime ray: join this Ray cluster (actors are spread "
+                             "over its nodes; docs/cluster.md); default: a local Ray instance")
+    parser.add_argument("--wandb", action="store_true",
+                        help="also log results to Weights & Biases (offline when no API key "
+                             "is configured; pip install \"rldataflow[wandb]\")")
+    parser.add_argument("--wandb-project", metavar="NAME",
+                        help="W&B project (default: rldataflow); implies --wandb")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _train, "evaluate": _evaluate, "record": _record, "config": _config,
-                "plan": _plan,
+                "plan": _plan, "tune": _tune,
                 "plot": _plot, "list": _list, "tuned": _tuned}
     try:
         return handlers[args.command](args)
@@ -147,7 +209,8 @@ def _report_error(exc: BaseException) -> int:
     return EXIT_ERROR
 
 
-def _overrides(args: argparse.Namespace) -> dict[str, Any]:
+def _overrides(args: argparse.Namespace,
+               from_file: dict[str, Any] | None = None) -> dict[str, Any]:
     from rldataflow.utils.config import (
         ConfigError,
         load_yaml_config,
@@ -155,15 +218,16 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         parse_set_args,
     )
 
-    config_file = getattr(args, "config", None)
-    if config_file and not Path(config_file).exists():
-        from rldataflow.tuned import tuned_path
+    if from_file is None:
+        config_file = getattr(args, "config", None)
+        if config_file and not Path(config_file).exists():
+            from rldataflow.tuned import tuned_path
 
-        packaged = tuned_path(config_file)  # `--config ppo-lunarlander`: a tuned example
-        if packaged is not None:
-            config_file = args.config = str(packaged)
-    from_file = load_yaml_config(config_file) if config_file else {}
-    args.file_stop = _file_stop(config_file, from_file.pop("stop", None))
+            packaged = tuned_path(config_file)  # `--config ppo-lunarlander`: a tuned example
+            if packaged is not None:
+                config_file = args.config = str(packaged)
+        from_file = load_yaml_config(config_file) if config_file else {}
+    args.file_stop = _file_stop(getattr(args, "config", None), from_file.pop("stop", None))
     from_file.pop("expected", None)  # what a tuned config reached: documentation only
     file_algo = from_file.pop("algorithm", None)
     if file_algo is not None:  # a config file may name its algorithm (`algorithm: composite`)
@@ -179,7 +243,29 @@ def _overrides(args: argparse.Namespace) -> dict[str, Any]:
         value = getattr(args, flag, None)
         if value is not None:
             from_flags[key] = value
-    return merge_overrides(from_file, from_set, from_flags)
+    merged = merge_overrides(from_file, from_set, from_flags)
+    address = getattr(args, "address", None)
+    if address is not None:
+        if merged.get("runtime", "process") != "ray":
+            raise ConfigError(f"--address {address} joins a Ray cluster: it needs --runtime ray")
+        options = dict(merged.get("runtime_options") or {})
+        options["address"] = address
+        # Ray packs actors that reserve no CPU onto one node; on a cluster, use them all.
+        options.setdefault("placement", "spread")
+        merged["runtime_options"] = options
+    return merged
+
+
+def _wandb_options(args: argparse.Namespace) -> dict[str, Any] | None:
+    if not (args.wandb or args.wandb_project):
+        return None
+    import importlib.util
+
+    if importlib.util.find_spec("wandb") is None:
+        from rldataflow.utils.config import ConfigError
+
+        raise ConfigError('--wandb needs the W&B SDK: pip install "rldataflow[wandb]"')
+    return {"project": args.wandb_project}
 
 
 #: ``stop:`` keys of a config file and the StopConditions field each sets
@@ -262,10 +348,66 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
     stop = StopConditions(**{**getattr(args, "file_stop", {}), **from_flags})
     if stop.empty:
         print("note: no stop condition given; training until Ctrl-C", file=sys.stderr)
+    _print_placement(algo)
+    loggers = []
+    wandb = _wandb_options(args)
+    if wandb is not None:
+        from rldataflow.utils.wandb_logger import WandbLogger
+
+        try:
+            loggers.append(WandbLogger(run_dir, algo.config.to_dict(), **wandb))
+        except BaseException:
+            algo.stop()
+            raise
     outcome = run(algo, run_dir, stop, checkpoint_every=args.checkpoint_every,
                   resume=bool(args.resume), progress=not args.quiet, stream=sys.stdout,
-                  stop_algorithm=True)
+                  stop_algorithm=True, loggers=loggers)
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_OK
+
+
+def _print_placement(algo: Any) -> None:
+    """On Ray, one line saying how many nodes the actors landed on."""
+    placement = getattr(algo.runtime, "placement", None)
+    if not callable(placement):
+        return
+    nodes = placement()
+    counts: dict[str, int] = {}
+    for node in nodes.values():
+        counts[node] = counts.get(node, 0) + 1
+    detail = ", ".join(f"{node[:8]}: {n}" for node, n in sorted(counts.items()))
+    print(f"ray: {len(nodes)} actors on {len(counts)} nodes ({detail})", flush=True)
+
+
+def _tune(args: argparse.Namespace) -> int:
+    from rldataflow.sweeps import Sweep, parse_sweep, split_sweep_file
+    from rldataflow.training import StopConditions
+    from rldataflow.utils.config import ConfigError
+
+    base_file, sections = split_sweep_file(args.config) if args.config else ({}, {})
+    overrides = _overrides(args, from_file=base_file)
+    if not args.algo:
+        raise ConfigError("tune needs ALGO (or a --config file with an `algorithm:` key)")
+    spec = parse_sweep(args.grid, sections, samples=args.samples, metric=args.metric,
+                       mode=args.mode)
+    stop = StopConditions(stop_return=args.stop_return, stop_steps=args.stop_steps,
+                          stop_time=args.stop_time, stop_iters=args.stop_iters)
+    if stop.empty:
+        raise ConfigError("tune needs a stop condition for its trials: --stop-iters, "
+                          "--stop-steps, --stop-time or --stop-return")
+    env = overrides.get("env", "CartPole-v1")
+    env_name = env.replace("/", "-") if isinstance(env, str) else "custom"
+    sweep_dir = Path(args.out or Path("sweeps") / (
+        f"{args.algo.lower()}_{env_name}_{time.strftime('%Y%m%d-%H%M%S')}"))
+    address = (overrides.get("runtime_options") or {}).get("address")
+    sweep = Sweep(args.algo, overrides, spec, stop, sweep_dir,
+                  checkpoint_every=args.checkpoint_every, prune=not args.no_prune,
+                  wandb=_wandb_options(args), address=address, stream=sys.stdout)
+    sweep.validate()  # every trial's config, before anything starts
+    print(f"sweep of {args.algo.lower()}: {spec.num_trials(int(overrides.get('seed', 0)))} "
+          f"trials on {sweep.backend} ({', '.join(spec.keys)}), ranked by {spec.metric} "
+          f"({spec.mode}) -> {sweep_dir}", flush=True)
+    sweep.run()
+    return EXIT_OK
 
 
 def _checkpoint_of(path: Path) -> Path | None:
@@ -309,14 +451,46 @@ def _record(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from rldataflow.trainer import Algorithm
+    from rldataflow.utils.checkpoint import best_checkpoint
 
-    path = _checkpoint_of(Path(args.path))
+    given = Path(args.path)
+    if args.video:
+        from rldataflow.utils.video import check_video_extra
+
+        try:
+            check_video_extra()  # a missing extra: one line, before a checkpoint is loaded
+        except ImportError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+    # a run directory: its best checkpoint for a video, else (and without one) its latest
+    best = best_checkpoint(given) if args.video else None
+    path = best or _checkpoint_of(given)
     if path is None:
         return EXIT_USAGE
-    with Algorithm.restore(path, num_workers=0, runtime="inline") as algo:
-        result = algo.evaluate(args.episodes)
+    run_dir = path.parent
+    from rldataflow.startup import make_runtime
+
+    # the run's own worker count (Ape-X and IMPALA with aggregators need workers), as plain
+    # objects in this process: no worker processes are started to evaluate
+    runtime = make_runtime("inline")
+    try:
+        with Algorithm.restore(path, runtime=runtime, output=None,
+                               evaluation_num_workers=0) as algo:
+            result = algo.evaluate(args.episodes)
+            if args.video:
+                from rldataflow.utils.video import record_video
+
+                video = record_video(algo, run_dir / "videos" / f"{path.name}.mp4",
+                                     num_episodes=args.video_episodes,
+                                     explore=algo.config.evaluation_explore)
+    finally:
+        runtime.shutdown()
+    print(f"checkpoint: {path}")
     for key, value in result.items():
         print(f"{key}: {value:.2f}" if isinstance(value, float) else f"{key}: {value}")
+    if args.video:
+        print(f"video: {video['path']} ({video['frames']} frames, returns "
+              f"{', '.join(f'{r:.1f}' for r in video['episode_returns'])})")
     return EXIT_OK
 
 
@@ -347,22 +521,37 @@ def _config(args: argparse.Namespace) -> int:
 
 
 def _plan(args: argparse.Namespace) -> int:
+    from rldataflow.runtime import runtime_options_problem
     from rldataflow.trainer import Algorithm, make_config
+    from rldataflow.utils.config import ConfigError
 
     overrides = _overrides(args)
-    # Printing needs only the plan's structure: no worker processes, and (start=False) none
-    # of the threads the plan would start.
-    overrides.update(runtime="inline", runtime_options={})
     overrides.setdefault("num_workers", 2)
     if not args.algo:
         print("error: plan needs ALGO (or a --config file with an `algorithm:` key)",
               file=sys.stderr)
         return EXIT_USAGE
+    # The declared runtime and its options are validated (the way `train` would use them)
+    # and printed; the plan itself is built on inline actors, since printing needs only its
+    # structure: no worker processes, no Ray, and (start=False) none of its threads.
     config = make_config(args.algo, overrides, from_cli=True)
-    with Algorithm(args.algo, config, start=False) as algo:
+    problem = runtime_options_problem(config.runtime, dict(config.runtime_options))
+    if problem is not None:
+        raise ConfigError(f"config key 'runtime_options': {problem}")
+    options = ", ".join(f"{k}={v!r}" for k, v in config.runtime_options.items())
+    header = f"runtime: {config.runtime}" + (f" ({options})" if options else "")
+    with Algorithm(args.algo, config.replace(runtime="inline", runtime_options={}),
+                   start=False) as algo:
         fmt = {"text": algo.plan.describe, "dot": algo.plan.to_dot,
                "mermaid": algo.plan.to_mermaid}[args.format]
-        print(fmt())
+        text = fmt()
+        if args.format == "text":
+            print(header)
+            print(text)
+        else:  # a comment line inside the graph, after its opening line
+            first, _, rest = text.partition("\n")
+            comment = "//" if args.format == "dot" else "%%"
+            print(f"{first}\n  {comment} {header}\n{rest}")
     return EXIT_OK
 
 
@@ -370,7 +559,8 @@ def _plot(args: argparse.Namespace) -> int:
     from rldataflow.utils.plotting import plot_runs
 
     try:
-        out = plot_runs(args.runs, args.out, args.x, args.y)
+        out = plot_runs(args.runs, args.out, args.x, args.y,
+                        evaluation=not args.no_evaluation)
     except (FileNotFoundError, KeyError, ImportError) as exc:
         print(f"error: {exc.args[0] if exc.args else exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -16,8 +16,6 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-import numpy as np
-
 from rldataflow import __version__
 from rldataflow.algorithms.base import AlgorithmBuilder, as_plan, default_workers
 from rldataflow.algorithms.registry import (
@@ -29,6 +27,7 @@ from rldataflow.algorithms.registry import (
 from rldataflow.data.dataset import DatasetOutput
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.flow.errors import describe_exception
+from rldataflow.ops.evaluation import Evaluator
 from rldataflow.ops.rollouts import POLICY_RETURN_WINDOW
 from rldataflow.runtime import Runtime
 from rldataflow.startup import make_runtime
@@ -99,6 +98,7 @@ class Algorithm:
         self._stopped = False
         _limit_learner_threads()
         self.workers: WorkerSet | None = None
+        self._evaluator: Evaluator | None = None
         try:
             self.workers = self.builder.make_workers(config, self.runtime)
             if plan is None:
@@ -127,25 +127,51 @@ class Algorithm:
         if self._stopped:
             raise RuntimeError(f"{self.name} was stopped; build a new Algorithm to train again")
         start = time.perf_counter()
-        result = next(self.plan)
+        config = self.config
+        interval, n = config.evaluation_interval, config.evaluation_num_episodes
+        due = bool(interval) and bool(n) and (self.iteration + 1) % interval == 0
+        pending = None
+        if due and config.evaluation_parallel_to_training:
+            # the evaluation workers play with the weights from before this iteration while
+            # the plan trains; collected after it
+            pending = self.evaluator.start(n)
+        result = dict(next(self.plan))
+        if due:
+            evaluator = self.evaluator
+            started = time.perf_counter()
+            result.update(evaluator.collect(pending if pending is not None
+                                            else evaluator.start(n)))
+            # with parallel evaluation: only the time training waited for it
+            result["evaluation/time_s"] = time.perf_counter() - started
+            result["evaluation/worker_restarts"] = evaluator.num_restarts
+            counters = self.metrics.counters
+            counters["evaluation_episodes"] += result["evaluation/num_episodes"]
+            if isinstance(result.get("counters"), dict):
+                result["counters"] = {**result["counters"],
+                                      "evaluation_episodes": counters["evaluation_episodes"]}
         self.iteration += 1
         self.time_total_s += time.perf_counter() - start
-        result = dict(result)
         result.update(iteration=self.iteration, time_total_s=self.time_total_s,
                       algorithm=self.name)
         return result
 
+    @property
+    def evaluator(self) -> Evaluator:
+        """The evaluation workers (made on first use: ``evaluation_num_workers`` of them)."""
+        if self._evaluator is None:
+            config = self.config
+            self._evaluator = Evaluator(
+                self.workers, config.evaluation_num_workers, explore=config.evaluation_explore,
+                overrides=dict(config.evaluation_config),
+                restart_failed=config.restart_failed_workers)
+        return self._evaluator
+
     def evaluate(self, num_episodes: int | None = None) -> dict[str, Any]:
-        """Run episodes with deterministic actions on the local worker; summary stats."""
+        """Run episodes of the current policy on the evaluation workers (``evaluation_*``
+        config keys; deterministic actions unless ``evaluation_explore``); returns the same
+        ``evaluation/*`` keys training results carry."""
         n = self.config.evaluation_num_episodes if num_episodes is None else num_episodes
-        returns = self.workers.local_worker().evaluate(n)
-        arr = np.asarray(returns, dtype=np.float64)
-        return {
-            "evaluation/episode_return_mean": float(arr.mean()) if arr.size else math.nan,
-            "evaluation/episode_return_min": float(arr.min()) if arr.size else math.nan,
-            "evaluation/episode_return_max": float(arr.max()) if arr.size else math.nan,
-            "evaluation/num_episodes": int(arr.size),
-        }
+        return self.evaluator.evaluate(n)
 
     def record(self, num_episodes: int, out: str | os.PathLike[str], format: str = "parquet",
                max_rows_per_file: int = 10_000, explore: bool = True) -> dict[str, Any]:
@@ -181,8 +207,10 @@ class Algorithm:
                 "files": [f for p in parts for f in p["files"]], "episode_return_mean": mean}
 
     # -- checkpoints ----------------------------------------------------------------------------
-    def save(self, directory: str | os.PathLike[str]) -> Path:
-        """Write a checkpoint (weights, optimizer, counters, config) atomically to ``directory``."""
+    def save(self, directory: str | os.PathLike[str],
+             metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write a checkpoint (weights, optimizer, counters, config) atomically to ``directory``;
+        ``metadata``: extra JSON-like entries for its ``metadata.json``."""
         metrics = self.metrics
         state: dict[str, Any] = {
             # all the worker's policies (one, or several for multi-agent) and its counters
@@ -195,7 +223,9 @@ class Algorithm:
                                if name.startswith(POLICY_RETURN_WINDOW)},
         }
         state["extra"] = self.builder.extra_state(self.plan, self.workers, self.config)
+        extra_metadata = dict(metadata or {})
         metadata = {
+            **extra_metadata,
             "algorithm": self.name,
             "config": config_to_dict(self.config),
             "iteration": self.iteration,
@@ -259,7 +289,11 @@ class Algorithm:
             try:
                 self.plan.stop()
             finally:
-                self.workers.stop()
+                try:
+                    if self._evaluator is not None:
+                        self._evaluator.stop()
+                finally:
+                    self.workers.stop()
         finally:
             if self._owns_runtime:
                 self.runtime.shutdown()

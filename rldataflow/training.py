@@ -20,18 +20,25 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Any, Protocol, TextIO
 
-from rldataflow.utils.checkpoint import checkpoint_path
+from rldataflow.utils.checkpoint import (
+    BEST_CHECKPOINT,
+    CheckpointError,
+    best_checkpoint,
+    checkpoint_path,
+    read_metadata,
+)
 from rldataflow.utils.logger import RunLogger
 from rldataflow.utils.progress import ProgressDisplay
 
 if TYPE_CHECKING:
     from rldataflow.trainer import Algorithm
 
-__all__ = ["StopConditions", "Trainer", "TrainingOutcome", "run"]
+__all__ = ["ResultLogger", "StopConditions", "Trainer", "TrainingOutcome", "best_metric", "run"]
 
 #: ``TrainingOutcome.reason`` after a Ctrl-C
 INTERRUPTED = "interrupted (Ctrl-C)"
@@ -91,16 +98,87 @@ class TrainingOutcome:
 
     ``reason``: why it stopped (``"reached 3 iterations"``, ``"interrupted (Ctrl-C)"``, ...);
     ``result``: the last result (empty if no iteration finished); ``checkpoint``: the final
-    checkpoint (None if no iteration finished); ``iterations``: iterations done in this run.
+    checkpoint (None if no iteration finished); ``best_checkpoint``: the checkpoint of the best
+    return so far (see :func:`best_metric`), None if no result had one; ``iterations``:
+    iterations done in this run.
     """
 
     reason: str
     run_dir: Path
     result: dict[str, Any] = field(default_factory=dict)
     checkpoint: Path | None = None
+    best_checkpoint: Path | None = None
     interrupted: bool = False
     iterations: int = 0
     elapsed_s: float = 0.0
+
+
+class ResultLogger(Protocol):
+    """What :class:`Trainer` hands each result to besides the run directory's own logs
+    (e.g. :class:`~rldataflow.utils.wandb_logger.WandbLogger`)."""
+
+    def log(self, result: dict[str, Any]) -> None: ...
+
+    def close(self) -> None: ...
+def best_metric(config: Any) -> str:
+    """The result key the best checkpoint is chosen by: the evaluation return when the run
+    evaluates (``evaluation_interval``), else the training return."""
+    if getattr(config, "evaluation_interval", None) and getattr(
+            config, "evaluation_num_episodes", 0):
+        return "evaluation/episode_return_mean"
+    return "episode_return_mean"
+
+
+class _BestCheckpoint:
+    """Keeps ``run_dir/best_checkpoint`` at the best value of ``metric`` seen so far.
+
+    Each result whose value beats the best is saved there at once (the iteration's
+    ``checkpoint_<n>`` may never be written: ``checkpoint_every`` decides those), atomically
+    replacing the previous best. A resumed run starts from the recorded best value.
+    """
+
+    def __init__(self, run_dir: Path, metric: str, resume: bool) -> None:
+        self.path = run_dir / BEST_CHECKPOINT
+        self.metric = metric
+        self.value = -math.inf
+        existing = best_checkpoint(run_dir) if resume else None
+        if existing is not None:
+            try:
+                best = read_metadata(existing).get("best", {})
+            except CheckpointError:
+                best = {}
+            if best.get("metric") == metric and isinstance(best.get("value"), (int, float)):
+                self.value = float(best["value"])
+        self.saved: Path | None = existing if self.value > -math.inf else None
+        self._pending: float | None = None
+        self._next_save_at = 0.0
+
+    #: at most this share of wall time goes to best-checkpoint saves: early in a run the return
+    #: improves almost every iteration, and a save can cost a third of a fast iteration
+    MAX_SAVE_SHARE = 0.05
+
+    def update(self, algo: Algorithm, result: dict[str, Any], final: bool = False) -> None:
+        """Save ``result``'s state as the best if it beats the best so far. Saves are spaced
+        so they take at most :attr:`MAX_SAVE_SHARE` of the time; an improvement that falls in
+        the gap is saved only if it is still the best at the end of the run (``final``)."""
+        value = result.get(self.metric)
+        if not isinstance(value, (int, float)) or math.isnan(value) or value <= self.value:
+            return
+        now = time.perf_counter()
+        if not final and now < self._next_save_at:
+            self._pending = float(value)
+            return
+        self.value = float(value)
+        self._pending = None
+        self.saved = algo.save(self.path, metadata={"best": {
+            "metric": self.metric, "value": self.value, "iteration": algo.iteration}})
+        cost = time.perf_counter() - now
+        self._next_save_at = time.perf_counter() + cost / self.MAX_SAVE_SHARE
+
+    def finish(self, algo: Algorithm, result: dict[str, Any]) -> None:
+        """At the end of a run: save the last result if it is a best that was not saved."""
+        if self._pending is not None and result.get(self.metric) == self._pending:
+            self.update(algo, result, final=True)
 
 
 class _StopRequested(BaseException):
@@ -113,12 +191,16 @@ class Trainer:
     Each result (plus ``time_since_start_s``) goes to a :class:`RunLogger` in ``run_dir``;
     a checkpoint is saved every ``checkpoint_every`` iterations (None: the config's
     ``checkpoint_every``; 0: only the final one) and at the end if an iteration ran, also
-    when the run ends by a second Ctrl-C. A run that ends by an error writes no final
+    when the run ends by a second Ctrl-C. ``run_dir/best_checkpoint`` holds the checkpoint of
+    the best return so far (:func:`best_metric`: the evaluation return when the run evaluates).
+    A run that ends by an error writes no final
     checkpoint: the error may have struck mid-update, so the last good one stays the latest.
     ``resume=True`` appends to the run directory's logs. ``progress`` shows a
     :class:`ProgressDisplay` on ``stream`` (default ``sys.stdout``), and ``summary`` prints the
     closing lines (reason, checkpoint, run directory) there. ``stop_algorithm=True`` stops
-    ``algo`` when the run ends, before the Ctrl-C handler is removed.
+    ``algo`` when the run ends, before the Ctrl-C handler is removed. ``loggers`` get every
+    result too (and are closed at the end); ``on_result(trainer, result)`` is called after
+    each result is logged, e.g. to :meth:`request_stop` a hyperparameter trial that is pruned.
 
     In the main thread (and with ``handle_sigint``), the first Ctrl-C ends the run cleanly with
     a final checkpoint, interrupting the ``train()`` in progress; a second raises
@@ -136,7 +218,8 @@ class Trainer:
                  stop: StopConditions | None = None, *, checkpoint_every: int | None = None,
                  resume: bool = False, progress: bool = True, summary: bool = True,
                  stream: TextIO | None = None, handle_sigint: bool = True,
-                 stop_algorithm: bool = False) -> None:
+                 stop_algorithm: bool = False, loggers: Sequence[ResultLogger] = (),
+                 on_result: Callable[[Trainer, dict[str, Any]], None] | None = None) -> None:
         self.algo = algo
         self.run_dir = Path(run_dir)
         self.stop = stop if stop is not None else StopConditions()
@@ -148,6 +231,8 @@ class Trainer:
         self.stream = stream
         self.handle_sigint = handle_sigint
         self.stop_algorithm = stop_algorithm
+        self.loggers = list(loggers)
+        self.on_result = on_result
         self._stop_requested = threading.Event()
         self._stop_request_reason = "stop requested"
 
@@ -174,6 +259,7 @@ class Trainer:
         previous = signal.signal(signal.SIGINT, sigint) if sigint else None
         result: dict[str, Any] = {}
         failed = False
+        best = _BestCheckpoint(self.run_dir, best_metric(algo.config), self.resume)
         try:
             while True:
                 if self._stop_requested.is_set():
@@ -191,8 +277,13 @@ class Trainer:
                         sigint.in_train = False
                 result["time_since_start_s"] = time.perf_counter() - start
                 logger.log(result)
+                for extra in self.loggers:
+                    extra.log(result)
                 if display:
                     display.update(result)
+                if self.on_result is not None:
+                    self.on_result(self, result)
+                best.update(algo, result)
                 done = stop.reason(result, algo.iteration - start_iteration,
                                    time.perf_counter() - start)
                 if done:
@@ -215,9 +306,12 @@ class Trainer:
                     display.close()
                 if algo.iteration > start_iteration and not failed:
                     outcome.checkpoint = algo.save(checkpoint_path(self.run_dir, algo.iteration))
+                    best.finish(algo, result)
                     if self.summary:
-                        self._print_summary(stream, outcome, result, start)
+                        self._print_summary(stream, outcome, result, start, best)
                 logger.close()
+                for extra in self.loggers:
+                    extra.close()
             finally:
                 try:
                     if self.stop_algorithm:
@@ -226,6 +320,7 @@ class Trainer:
                     if sigint:
                         signal.signal(signal.SIGINT, previous)
         outcome.result = result
+        outcome.best_checkpoint = best.saved
         outcome.iterations = algo.iteration - start_iteration
         outcome.elapsed_s = time.perf_counter() - start
         return outcome
@@ -235,12 +330,14 @@ class Trainer:
         return self.handle_sigint and threading.current_thread() is threading.main_thread()
 
     def _print_summary(self, stream: TextIO, outcome: TrainingOutcome, result: dict[str, Any],
-                       start: float) -> None:
+                       start: float, best: _BestCheckpoint) -> None:
         print(f"{outcome.reason}: iteration {self.algo.iteration}, "
               f"{int(result.get('env_steps_sampled', 0)):,} env steps, "
               f"return {_fmt(result.get('episode_return_mean'))}, "
               f"{time.perf_counter() - start:.1f}s", file=stream)
         print(f"checkpoint: {outcome.checkpoint}", file=stream)
+        if best.saved is not None:
+            print(f"best checkpoint: {best.saved} ({best.metric} {best.value:.1f})", file=stream)
         print(f"run directory: {self.run_dir}", file=stream)
 
 

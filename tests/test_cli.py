@@ -138,3 +138,14 @@ def test_plot_writes_an_image(tmp_path):
     assert out.stat().st_size > 1000 and out.read_bytes()[:4] == b"\x89PNG"
     proc = run("plot", str(tmp_path / "nope"))
     assert proc.returncode == 2 and "no progress.csv" in proc.stderr
+
+
+def test_evaluate_a_run_that_needs_workers(tmp_path):
+    """Ape-X needs >= 1 worker: evaluate keeps the run's worker count (inline, no processes)."""
+    import rldataflow
+
+    with rldataflow.build("apex", env="CartPole-v1", runtime="process", num_workers=2) as algo:
+        path = algo.save(tmp_path / "ckpt")
+    proc = run("evaluate", str(path), "--episodes", "2")
+    assert proc.returncode == 0, proc.stderr
+    assert "evaluation/num_episodes: 2" in proc.stdout

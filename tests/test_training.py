@@ -101,33 +101,52 @@ def test_stop_algorithm_stops_it_even_when_training_fails(tmp_path):
     assert list_checkpoints(tmp_path) == []
 
 
-def test_learner_thread_death_is_one_error_and_keeps_the_last_good_checkpoint(tmp_path):
+# the learner thread of each algorithm that has one, and its config for a quick inline run
+LEARNER_THREADS = {
+    "impala": (dict(SMALL, learner_thread=True), "impala-learner",
+               lambda plan: (plan.learner.thread, plan.learner.policy)),
+    "appo": (dict(SMALL, learner_thread=True), "impala-learner",
+             lambda plan: (plan.learner.thread, plan.learner.policy)),
+    "apex": (dict(env="CartPole-v1", runtime="inline", num_workers=1, num_envs_per_worker=2,
+                  rollout_fragment_length=10, learning_starts=100, buffer_size=1000,
+                  num_replay_shards=1, train_batch_size=32, hiddens=(16,),
+                  min_steps_per_iteration=50, min_time_s_per_iteration=0.0,
+                  training_intensity=1.0), "apex-learner",
+             lambda plan: (plan.learner, None)),
+}
+
+
+@pytest.mark.parametrize("algo_name", sorted(LEARNER_THREADS))
+def test_learner_thread_death_is_one_error_and_keeps_the_last_good_checkpoint(tmp_path,
+                                                                              algo_name):
     from rldataflow.flow import OperatorError
     from rldataflow.trainer import Algorithm
     from rldataflow.utils.checkpoint import CheckpointError
 
-    with rldataflow.build("impala", **SMALL, learner_thread=True,
-                          checkpoint_every=1) as algo:
-        learner = algo.plan.learner
-        real_learn = learner.thread.learn_fn
+    config, thread_name, parts = LEARNER_THREADS[algo_name]
+    with rldataflow.build(algo_name, **config, checkpoint_every=1) as algo:
+        thread, policy = parts(algo.plan)
+        policy = policy or algo.workers.local_worker().policy
+        assert thread.name == thread_name
+        real_learn = thread.learn_fn
         calls = []
 
         def learn_then_fail(batch):
             calls.append(1)
             if len(calls) > 6:
                 with torch.no_grad():  # the failed update leaves bad weights behind
-                    for p in learner.policy.model.parameters():
+                    for p in policy.model.parameters():
                         p.fill_(float("nan"))
                 raise FloatingPointError("loss is nan")
             return real_learn(batch)
 
-        learner.thread.learn_fn = learn_then_fail
+        thread.learn_fn = learn_then_fail
         with pytest.raises((OperatorError, CheckpointError)) as err:
             run(algo, tmp_path, StopConditions(stop_iters=1000), progress=False)
     # either the plan saw the dead thread first, or a checkpoint refused the failed plan
     message = str(err.value)
     assert "\n" not in message
-    assert "impala-learner" in message and "FloatingPointError: loss is nan" in message
+    assert thread_name in message and "FloatingPointError: loss is nan" in message
     assert isinstance(err.value.__cause__, FloatingPointError)
 
     saved = list_checkpoints(tmp_path)
@@ -138,3 +157,29 @@ def test_learner_thread_death_is_one_error_and_keeps_the_last_good_checkpoint(tm
             assert torch.isfinite(p).all()
     finally:
         restored.stop()
+
+
+def test_extra_loggers_get_every_result_and_on_result_can_stop_the_run(tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.results, self.closed = [], False
+
+        def log(self, result):
+            self.results.append(result["iteration"])
+
+        def close(self):
+            self.closed = True
+
+    recorder = Recorder()
+    seen = []
+
+    def on_result(trainer, result):
+        seen.append(result["iteration"])
+        if result["iteration"] == 2:
+            trainer.request_stop("enough")
+
+    with build_pg() as algo:
+        outcome = Trainer(algo, tmp_path, StopConditions(stop_iters=5), progress=False,
+                          summary=False, loggers=[recorder], on_result=on_result).run()
+    assert recorder.results == seen == [1, 2] and recorder.closed
+    assert outcome.reason == "enough" and outcome.iterations == 2

@@ -35,7 +35,7 @@ shards' contents are *not* saved: a restored run refills them (``learning_starts
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -75,7 +75,35 @@ _h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
-class Config(QConfig):
+class ApexFields:
+    """The Ape-X plan's own settings (replay shards, concurrency, weight sync), mixed into the
+    configs of Ape-X DQN and Ape-X DDPG (``class Config(ApexFields, SomeConfig)``), which set
+    the learner's fields, the sampling fields and ``training_intensity`` themselves."""
+
+    num_replay_shards: int = field(default=2, metadata=_h("replay actors"))
+    num_async_rollouts: int = field(
+        default=2, metadata=_h("sample requests in flight per rollout worker"))
+    num_async_replay: int = field(default=2, metadata=_h("replay requests in flight per shard"))
+    learner_queue_size: int = field(
+        default=4, metadata=_h("replayed batches waiting for the learner thread"))
+    max_weight_sync_delay: int = field(
+        default=400, metadata=_h("a worker gets new weights after sampling this many steps"))
+
+    def validate(self) -> None:
+        super().validate()  # type: ignore[misc]  # the config class it is mixed into
+        if self.num_workers < 1:  # type: ignore[attr-defined]
+            raise ConfigError("config key 'num_workers' must be >= 1 for Ape-X (the actors)")
+        for key in ("num_replay_shards", "num_async_rollouts", "num_async_replay",
+                    "learner_queue_size", "max_weight_sync_delay"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"config key {key!r} must be >= 1")
+        ti = self.training_intensity  # type: ignore[attr-defined]
+        if ti is not None and ti <= 0:
+            raise ConfigError("config key 'training_intensity' must be > 0 or None")
+
+
+@dataclass
+class Config(ApexFields, QConfig):
     """Ape-X settings; the defaults reach a CartPole-v1 mean return of 300 within 400k env steps
     with 2 workers and 2 replay shards on a 2-core machine."""
 
@@ -91,14 +119,6 @@ class Config(QConfig):
     target_network_update_freq: int = field(
         default=4_000, metadata=_h("copy the online net to the target net every this many "
                                     "rows trained"))
-    num_replay_shards: int = field(default=2, metadata=_h("replay actors"))
-    num_async_rollouts: int = field(
-        default=2, metadata=_h("sample requests in flight per rollout worker"))
-    num_async_replay: int = field(default=2, metadata=_h("replay requests in flight per shard"))
-    learner_queue_size: int = field(
-        default=4, metadata=_h("replayed batches waiting for the learner thread"))
-    max_weight_sync_delay: int = field(
-        default=400, metadata=_h("a worker gets new weights after sampling this many steps"))
     training_intensity: float | None = field(
         default=4.0, metadata=_h("rows trained per row sampled: sampling pauses while the "
                                  "learner is behind (None: actors run free, as in the paper; "
@@ -116,14 +136,6 @@ class Config(QConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.num_workers < 1:
-            raise ConfigError("config key 'num_workers' must be >= 1 for Ape-X (the actors)")
-        for key in ("num_replay_shards", "num_async_rollouts", "num_async_replay",
-                    "learner_queue_size", "max_weight_sync_delay"):
-            if getattr(self, key) < 1:
-                raise ConfigError(f"config key {key!r} must be >= 1")
-        if self.training_intensity is not None and self.training_intensity <= 0:
-            raise ConfigError("config key 'training_intensity' must be > 0 or None")
         if not 0 <= self.exploration_epsilon <= 1:
             raise ConfigError("config key 'exploration_epsilon' must be in [0, 1]")
 
@@ -230,10 +242,17 @@ class ApexPlan(Plan):
             self.shards.stop()
 
 
-def plan(workers: WorkerSet, config: Config) -> ApexPlan:
+def apex_plan(workers: WorkerSet, config: Any,
+              after_update: Sequence[Operator] = ()) -> ApexPlan:
+    """The Ape-X dataflow of the module docstring for any learner whose policy's
+    ``learn_on_batch`` writes ``td_error`` into the batch (Ape-X DQN, Ape-X DDPG).
+    ``config`` has :class:`ApexFields` and the replay fields; ``after_update`` are operators
+    run on each ``(shard, (td_batch, stats))`` after the priority update (DQN: its periodic
+    target copy; DDPG's learner moves its targets itself)."""
     policy = workers.local_worker().policy
     shards = make_replay_shards(workers.runtime, config)
-    learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size)
+    learner = LearnerThread(learn_on_replayed(policy), inqueue_size=config.learner_queue_size,
+                            name="apex-learner")
 
     rollouts = ParallelRollouts(workers, mode="async", num_async=config.num_async_rollouts)
     if config.training_intensity is not None:
@@ -248,10 +267,9 @@ def plan(workers: WorkerSet, config: Config) -> ApexPlan:
                  .for_each(Enqueue(learner.inqueue)))
     update_op = (Dequeue(learner.outqueue, check=learner)
                  .for_each(RecordLearnerStep(learner))
-                 .for_each(UpdatePriorities())
-                 .for_each(UpdateTargetNetwork(policy.update_target,
-                                               config.target_network_update_freq,
-                                               by_steps_trained=True)))
+                 .for_each(UpdatePriorities()))
+    for op in after_update:
+        update_op = update_op.for_each(op)
     train_op = Concurrently([store_op, replay_op, update_op], mode="async", output_indexes=[2])
     results = StandardMetricsReporting(train_op, workers,
                                        min_time_s=config.min_time_s_per_iteration,
@@ -259,7 +277,13 @@ def plan(workers: WorkerSet, config: Config) -> ApexPlan:
     return ApexPlan(results, learner, shards)
 
 
-def make_replay_shards(runtime: Any, config: Config) -> ActorPool:
+def plan(workers: WorkerSet, config: Config) -> ApexPlan:
+    policy = workers.local_worker().policy
+    return apex_plan(workers, config, [UpdateTargetNetwork(
+        policy.update_target, config.target_network_update_freq, by_steps_trained=True)])
+
+
+def make_replay_shards(runtime: Any, config: Any) -> ActorPool:
     """``num_replay_shards`` ReplayActors, each with an equal part of the capacity. A dead
     shard is replaced by an empty one (``restart_failed_workers``, the one failure policy of
     every actor kind) or is an error naming it."""

@@ -22,9 +22,11 @@ and clipped; evaluation acts with ``mu(s)``.
 
 Defaults: not the paper's (lr 1e-4 actor / 1e-3 critic, L2 1e-2 on the critic, tau 0.001,
 batch 64, 400-300 units, OU noise) but close to Fujimoto et al.'s re-tuned "OurDDPG" baseline
-(tau 0.005, batch 256, Gaussian noise 0.1, no weight decay, one gradient step per env step),
-with a 64x64 network and lr 1e-3 for a small CPU machine (see ``docs/algorithms.md``). The plan
-is SAC's (:func:`rldataflow.algorithms.sac.plan`)::
+(tau 0.005, batch 256, Gaussian noise 0.1, no weight decay, one gradient step per env step)
+with the MuJoCo sizes shared with SAC and TD3 (256x256 units, Adam 3e-4) and 10k uniform
+random steps before learning (the SB3 Zoo's MuJoCo ``learning_starts``). Pendulum-v1 learns
+faster with 64x64, lr 1e-3, ``learning_starts=1000``, ``initial_random_steps=0`` (see
+``docs/algorithms.md``). The plan is SAC's (:func:`rldataflow.algorithms.sac.plan`)::
 
     Concurrently(round_robin, output [1], weights from training_intensity):
       [0] rollouts -> StoreToReplayBuffer -> BroadcastWeights
@@ -46,7 +48,7 @@ from gymnasium import spaces
 from torch import nn
 
 from rldataflow.algorithms.registry import register_algorithm
-from rldataflow.algorithms.sac import OffPolicyBuilder, OffPolicyConfig
+from rldataflow.algorithms.sac import OffPolicyBuilder, OffPolicyConfig, random_steps
 from rldataflow.data import SampleBatch as SB
 from rldataflow.ops.replay import TD_ERROR
 from rldataflow.policies import MultiLossLearner
@@ -62,13 +64,14 @@ def _h(text: str) -> dict[str, str]:
 
 @dataclass
 class Config(OffPolicyConfig):
-    """DDPG settings; the defaults reach a Pendulum-v1 return of -250 (mean of the last 10
-    episodes) within 20k env steps."""
+    """DDPG settings (MuJoCo defaults; with the Pendulum settings of the module docstring DDPG
+    reaches a Pendulum-v1 return of -250, mean of the last 10 episodes, within 20k env
+    steps)."""
 
     actor_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the actor (Lillicrap 2015: 1e-4)"))
+        default=3e-4, metadata=_h("Adam learning rate of the actor (Lillicrap 2015: 1e-4)"))
     critic_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the critic (Lillicrap 2015: 1e-3)"))
+        default=3e-4, metadata=_h("Adam learning rate of the critic (Lillicrap 2015: 1e-3)"))
     exploration_noise: Literal["gaussian", "ou"] = field(
         default="gaussian", metadata=_h("exploration noise: gaussian, or ou (Ornstein-Uhlenbeck, "
                                         "Lillicrap 2015)"))
@@ -197,7 +200,8 @@ def policy_config(config: Config) -> dict[str, Any]:
                 actor_lr=config.actor_lr, critic_lr=config.critic_lr, gamma=config.gamma,
                 tau=config.tau, n_step=config.n_step, grad_clip=config.grad_clip,
                 exploration_noise=config.exploration_noise,
-                exploration_scale=config.exploration_scale, ou_theta=config.ou_theta)
+                exploration_scale=config.exploration_scale, ou_theta=config.ou_theta,
+                initial_random_steps=random_steps(config))
 
 
 @register_algorithm("ddpg")

@@ -509,7 +509,7 @@ def experience(workers: WorkerSet, config: Config, learner: VTraceLearner
             workers.worker_kwargs, config.num_workers, config.num_async,
             config.train_batch_size, weights_fn=lambda: learner.snapshot,
             runtime_options=config.runtime_options,
-            restart_failed=config.restart_failed_workers)
+            restart_failed=config.restart_failed_workers, output=workers.output)
         return aggs.gather(num_async=1), aggs
     return ParallelRollouts(workers, mode="async", num_async=config.num_async), None
 

@@ -19,10 +19,10 @@ scales. With ``beta = 0`` every weight is 1 and the value term is dropped: that 
 cloning (BC), registered as ``bc``. Discrete and continuous (Box) action spaces both work:
 ``log pi(a|s)`` is the policy's distribution's log-likelihood of the recorded action.
 
-Dataflow (no sampling into training; the rollout workers only evaluate the learned policy)::
+Dataflow (no sampling; every ``evaluation_interval`` iterations the learned policy plays on the
+evaluation workers, like any algorithm's, see ``docs/evaluation.md``)::
 
-    from_dataset(input, train_batch_size, shuffle_buffer_size) -> TrainOneStep
-        -> EvaluateOnWorkers(every evaluation_interval) -> report
+    from_dataset(input, train_batch_size, shuffle_buffer_size) -> TrainOneStep -> report
 """
 
 from __future__ import annotations
@@ -39,19 +39,19 @@ from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
 from rldataflow.ops import StandardMetricsReporting, TrainOneStep, from_dataset
-from rldataflow.ops.evaluation import EvaluateOnWorkers
+from rldataflow.ops.offline_evaluation import OffPolicyEstimation
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.learner import Learner
 from rldataflow.policies.postprocessing import batch_segment_ends, compute_discounted_returns
-from rldataflow.utils.config import AlgorithmConfig, ConfigError
+from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
 
 #: the column of discounted returns-to-go MARWIL adds to each chunk of the dataset
 RETURNS = "returns"
 
 
-def _h(text: str) -> dict[str, str]:
-    return {"help": text}
+def _h(text: str, **bounds: float) -> dict[str, Any]:
+    return describe_field(text, **bounds)
 
 
 @dataclass
@@ -78,10 +78,16 @@ class Config(AlgorithmConfig):
     minibatch_size: int = field(default=256, metadata=_h("rows per SGD step"))
     grad_clip: float | None = field(default=None, metadata=_h("max global gradient norm"))
     num_workers: int = field(
-        default=1, metadata=_h("rollout workers, used only to evaluate the learned policy"))
-    num_envs_per_worker: int = field(default=1, metadata=_h("envs per worker (evaluation only)"))
-    evaluation_interval: int = field(
-        default=10, metadata=_h("evaluate every this many iterations (0: never)"))
+        default=0, metadata=_h("rollout workers (MARWIL samples nothing; it evaluates on "
+                               "evaluation_num_workers)"))
+    num_envs_per_worker: int = field(default=1, metadata=_h("envs per worker (unused)"))
+    evaluation_interval: int | None = field(
+        default=10, metadata=_h("evaluate every this many iterations (0: never)", ge=0))
+    evaluation_num_workers: int = field(
+        default=1, metadata=_h("evaluation workers (0: evaluate in the driver)", ge=0))
+    off_policy_estimation_episodes: int = field(
+        default=0, metadata=_h("estimate the policy's return by IS/WIS on this many dataset "
+                               "episodes every evaluation_interval iterations (0: off)", ge=0))
 
     def validate(self) -> None:
         super().validate()
@@ -100,8 +106,6 @@ class Config(AlgorithmConfig):
         if not 0 < self.moving_average_sqd_adv_norm_update_rate <= 1:
             raise ConfigError("config key 'moving_average_sqd_adv_norm_update_rate' must be "
                               "in (0, 1]")
-        if self.evaluation_interval < 0:
-            raise ConfigError("config key 'evaluation_interval' must be >= 0")
         if self.policies:
             raise ConfigError("config key 'policies': MARWIL/BC are single-agent")
 
@@ -241,16 +245,24 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
     needs_returns = config.beta != 0
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
+                           reader="ray" if config.runtime == "ray" else "local",
                            postprocess=returns_to_go(config.gamma) if needs_returns else None)
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     train_op = training_flow(batches, workers, config)
-    if config.evaluation_interval and config.evaluation_num_episodes:
-        # the workers get the weights only to evaluate (EvaluateOnWorkers syncs them)
-        train_op = train_op.for_each(EvaluateOnWorkers(
-            workers, every=config.evaluation_interval,
-            num_episodes=config.evaluation_num_episodes))
+    train_op = with_off_policy_estimation(train_op, workers, config)
     return Plan(StandardMetricsReporting(train_op, workers,
                                          min_time_s=config.min_time_s_per_iteration))
+
+
+def with_off_policy_estimation(train_op: LocalIterator[Any], workers: WorkerSet,
+                               config: Any) -> LocalIterator[Any]:
+    """``train_op`` followed by IS/WIS estimates on ``config.input`` (every
+    ``evaluation_interval`` items) when ``off_policy_estimation_episodes`` is set."""
+    if not config.off_policy_estimation_episodes:
+        return train_op
+    return train_op.for_each(OffPolicyEstimation(
+        workers, config.input, config.gamma, config.off_policy_estimation_episodes,
+        every=max(1, config.evaluation_interval or 1)))
 
 
 @register_algorithm("marwil")

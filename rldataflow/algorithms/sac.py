@@ -32,15 +32,14 @@ weights and the priorities are ``|td_error|``, the mean of the two critics' ``|Q
 Workers sample ``a~`` (stochastic); evaluation acts with ``tanh(mu(s))``. Only the actor's
 weights travel to the workers.
 
-Defaults: the paper's (batch 256, gamma 0.99, tau 0.005, one gradient step per env step,
-target entropy -|A|, 1M-row replay, Adam for all three) except two choices for a small CPU
-machine: ``hiddens=(64, 64)`` (the paper: 256x256; here an update costs 2.4 ms instead of
-14 ms on one core, and Pendulum-v1 needs no more) and learning rates of 1e-3 (the paper: 3e-4;
-1e-3 is RL Baselines3 Zoo's tuned Pendulum-v1 SAC setting, it reaches -250 in ~5.5k instead of
-~8k env steps). For HalfCheetah and other MuJoCo tasks pass the paper's ``hiddens=(256, 256)``
-and ``actor_lr=critic_lr=alpha_lr=3e-4``. ``learning_starts`` is 1000 rows (the paper collects
-1000-10000 random steps; SAC's initial policy is already near uniform on ``[-1, 1]``, so it is
-not replaced by a uniform one here).
+Defaults: the paper's MuJoCo settings (256x256 networks, Adam 3e-4 for all three, batch 256,
+gamma 0.99, tau 0.005, one gradient step per env step, target entropy -|A|, 1M-row replay) and
+10k rows before the first gradient step (RL Baselines3 Zoo's MuJoCo ``learning_starts``; the
+paper collects 1000-10000 random steps), acted with uniform random actions
+(``initial_random_steps``, by default each sampling worker's share of ``learning_starts``).
+Pendulum-v1 learns several times faster with ``hiddens=(64, 64)``, learning rates of 1e-3
+(RL Baselines3 Zoo's tuned Pendulum-v1 setting), ``learning_starts=1000`` and
+``initial_random_steps=0``: -250 in ~5.5k env steps (what its learning test sets).
 
 Dataflow (``rldataflow plan sac``)::
 
@@ -104,13 +103,13 @@ class OffPolicyConfig(AlgorithmConfig):
     rollout_fragment_length: int = field(default=1, metadata=_h("steps per env per sample"))
     gamma: float = field(default=0.99, metadata=_h("discount factor"))
     hiddens: tuple[int, ...] = field(
-        default=(64, 64), metadata=_h("hidden sizes of the actor and of each critic"))
+        default=(256, 256), metadata=_h("hidden sizes of the actor and of each critic"))
     activation: Literal["tanh", "relu", "elu"] = field(
         default="relu", metadata=_h("activation of the hidden layers"))
     actor_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the actor (SAC paper: 3e-4)"))
+        default=3e-4, metadata=_h("Adam learning rate of the actor (SAC paper: 3e-4)"))
     critic_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of the critics (SAC paper: 3e-4)"))
+        default=3e-4, metadata=_h("Adam learning rate of the critics (SAC paper: 3e-4)"))
     tau: float = field(default=0.005, metadata=_h("Polyak coefficient of the target networks"))
     grad_clip: float | None = field(
         default=None, metadata=_h("max gradient norm per optimizer (None: no clipping)"))
@@ -118,7 +117,11 @@ class OffPolicyConfig(AlgorithmConfig):
     train_batch_size: int = field(default=256, metadata=_h("replayed rows per gradient step"))
     buffer_size: int = field(default=1_000_000, metadata=_h("replay capacity in rows"))
     learning_starts: int = field(
-        default=1000, metadata=_h("rows in replay before the first gradient step"))
+        default=10_000, metadata=_h("rows in replay before the first gradient step"))
+    initial_random_steps: int | None = field(
+        default=None, metadata=_h("each rollout worker acts uniformly at random for its "
+                                  "first this many env steps (None: its share of "
+                                  "learning_starts; 0: the policy acts from the start)"))
     training_intensity: float | None = field(
         default=None, metadata=_h("replayed rows per sampled row (None: train_batch_size, "
                                   "i.e. one gradient step per env step)"))
@@ -151,10 +154,16 @@ class OffPolicyConfig(AlgorithmConfig):
              "training_intensity", "must be > 0 or None"),
             (self.grad_clip is None or self.grad_clip > 0, "grad_clip", "must be > 0 or None"),
             (self.actor_lr > 0 and self.critic_lr > 0, "actor_lr", "and critic_lr must be > 0"),
+            (self.initial_random_steps is None or self.initial_random_steps >= 0,
+             "initial_random_steps", "must be >= 0 or None"),
         ]
         for ok, key, text in checks:
             if not ok:
                 raise ConfigError(f"config key {key!r} {text} (got {getattr(self, key)!r})")
+        self.check_env()
+
+    def check_env(self) -> None:
+        """A one-line ConfigError unless the env suits the algorithm (a bounded Box)."""
         check_box_env(self, self.algorithm_name)
 
 
@@ -176,11 +185,12 @@ def check_box_env(config: AlgorithmConfig, algorithm: str) -> None:
 
 @dataclass
 class Config(OffPolicyConfig):
-    """SAC settings; the defaults reach a Pendulum-v1 return of -250 (mean of the last 10
-    episodes) in about 5.5k env steps (seeds 0-2), ~20 s inline on one core."""
+    """SAC settings; the defaults are for MuJoCo tasks (see the module docstring); with
+    ``hiddens=(64, 64)``, lr 1e-3, ``learning_starts=1000``, ``initial_random_steps=0`` SAC
+    reaches a Pendulum-v1 return of -250 (mean of the last 10 episodes) in ~5.5k env steps."""
 
     alpha_lr: float = field(
-        default=1e-3, metadata=_h("Adam learning rate of log alpha (paper: 3e-4)"))
+        default=3e-4, metadata=_h("Adam learning rate of log alpha (paper: 3e-4)"))
     initial_alpha: float = field(default=1.0, metadata=_h("entropy temperature at the start"))
     target_entropy: float | None = field(
         default=None, metadata=_h("entropy target of the temperature (None: -|A|, Haarnoja "
@@ -262,23 +272,32 @@ class SACPolicy(BoxActorPolicy):
         "initial_alpha": 1.0, "target_entropy": None, "grad_clip": None, "adam_eps": 1e-8,
     }
 
+    #: the model class (a subclass may add parameters, e.g. CQL's log alpha')
+    model_cls: type[SACModel] = SACModel
+
     def __init__(self, observation_space: spaces.Box, action_space: spaces.Box,
-                 config: Mapping[str, Any] | None = None, seed: int | None = None) -> None:
+                 config: Mapping[str, Any] | None = None, seed: int | None = None,
+                 loss_fn: Callable[..., Any] = sac_loss, algorithm: str = "sac") -> None:
         cfg = {**self.DEFAULTS, **dict(config or {})}
-        super().__init__(observation_space, action_space, cfg, loss_fn=sac_loss,
-                         model_factory=lambda obs, act, _dim, c: SACModel(
+        model_cls = self.model_cls
+        super().__init__(observation_space, action_space, cfg, loss_fn=loss_fn,
+                         model_factory=lambda obs, act, _dim, c: model_cls(
                              obs, int(np.prod(act.shape)), c),
-                         seed=seed, algorithm="sac")
+                         seed=seed, algorithm=algorithm)
         target = cfg["target_entropy"]
         self.target_entropy = float(-self.action_dim if target is None else target)
 
-    def make_learner(self) -> MultiLossLearner:
+    def optimizer_groups(self) -> tuple[dict[str, tuple[str, ...]], dict[str, float]]:
+        """``(groups, lrs)`` of the :class:`MultiLossLearner`: one optimizer per loss."""
         cfg = self.config
-        return MultiLossLearner(
-            self, self.loss_fn,
-            groups={"actor": ("actor",), "critic": ("critic",), "alpha": ("log_alpha",)},
-            lrs={"actor": cfg["actor_lr"], "critic": cfg["critic_lr"], "alpha": cfg["alpha_lr"]},
-            targets=("critic",), tau=float(cfg["tau"]))
+        return ({"actor": ("actor",), "critic": ("critic",), "alpha": ("log_alpha",)},
+                {"actor": cfg["actor_lr"], "critic": cfg["critic_lr"],
+                 "alpha": cfg["alpha_lr"]})
+
+    def make_learner(self) -> MultiLossLearner:
+        groups, lrs = self.optimizer_groups()
+        return MultiLossLearner(self, self.loss_fn, groups=groups, lrs=lrs,
+                                targets=("critic",), tau=float(self.config["tau"]))
 
     @property
     def alpha(self) -> float:
@@ -340,12 +359,20 @@ def plan(workers: WorkerSet, config: OffPolicyConfig) -> Plan[dict[str, Any]]:
                                          min_steps=config.min_steps_per_iteration))
 
 
+def random_steps(config: OffPolicyConfig) -> int:
+    """Uniform-action steps of each sampling policy: ``initial_random_steps``, by default each
+    sampling worker's share of ``learning_starts`` (the driver samples when num_workers=0)."""
+    if config.initial_random_steps is not None:
+        return int(config.initial_random_steps)
+    return -(-config.learning_starts // max(1, config.num_workers))
+
+
 def policy_config(config: Config) -> dict[str, Any]:
     return dict(hiddens=config.hiddens, activation=config.activation, lr=config.critic_lr,
                 actor_lr=config.actor_lr, critic_lr=config.critic_lr, alpha_lr=config.alpha_lr,
                 gamma=config.gamma, tau=config.tau, n_step=config.n_step,
                 initial_alpha=config.initial_alpha, target_entropy=config.target_entropy,
-                grad_clip=config.grad_clip)
+                grad_clip=config.grad_clip, initial_random_steps=random_steps(config))
 
 
 class OffPolicyBuilder(AlgorithmBuilder):

@@ -18,8 +18,10 @@ arXiv:1802.09477), algorithm 1: DDPG (:mod:`rldataflow.algorithms.ddpg`) with th
     J_mu = -mean_i Q_1(s_i, mu(s_i))                  (every policy_delay-th update)
 
 Exploration: ``N(0, 0.1^2)`` added to ``mu(s)`` (the paper's), or DDPG's OU process.
-The paper's other settings: Adam 1e-3, batch 100, tau 0.005, 400-300 units; here batch 256,
-lr 1e-3 and a 64x64 network (see ``docs/algorithms.md``). The plan is SAC's and DDPG's
+The paper's other settings: Adam 1e-3, batch 100, tau 0.005, 400-300 units, 10k uniform
+random start-up steps on HalfCheetah; here its authors' later code's (batch 256, Adam 3e-4,
+256x256) with 10k uniform steps; Pendulum-v1 learns faster with 64x64 and lr 1e-3 (see
+``docs/algorithms.md``). The plan is SAC's and DDPG's
 (``rldataflow plan td3``). Checkpoints hold the actor, the twin critics, their targets, both
 optimizers and the update count that sets the delay's phase.
 """
@@ -50,8 +52,8 @@ def _h(text: str) -> dict[str, str]:
 
 @dataclass
 class Config(ddpg.Config):
-    """TD3 settings (DDPG's plus the three changes); the defaults reach a Pendulum-v1 return
-    of -250 (mean of the last 10 episodes) within 20k env steps."""
+    """TD3 settings (DDPG's plus the three changes; MuJoCo defaults, with DDPG's Pendulum
+    settings a Pendulum-v1 return of -250, last-10-episode mean, within 20k env steps)."""
 
     policy_delay: int = field(
         default=2, metadata=_h("critic updates per actor and target update (Fujimoto 2018: 2)"))

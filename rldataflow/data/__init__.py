@@ -11,6 +11,7 @@ Example::
 """
 
 from rldataflow.data.dataset import DatasetError, DatasetOutput, DatasetReader, DatasetWriter
+from rldataflow.data.episode_replay_buffer import EpisodeReplayBuffer
 from rldataflow.data.replay_buffer import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
@@ -20,6 +21,7 @@ __all__ = [
     "DatasetOutput",
     "DatasetReader",
     "DatasetWriter",
+    "EpisodeReplayBuffer",
     "LinearSchedule",
     "MinSegmentTree",
     "MultiAgentBatch",

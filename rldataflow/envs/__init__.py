@@ -11,6 +11,7 @@ Example::
 This layer imports Gymnasium and numpy only (no torch).
 """
 
+from rldataflow.envs.group_agents import GroupAgents, GroupedEnvCreator, GroupLayout
 from rldataflow.envs.multi_agent import (
     MULTI_AGENT_CARTPOLE_ID,
     MultiAgentCartPole,
@@ -35,20 +36,40 @@ from rldataflow.envs.spaces import (
     is_image_space,
     obs_preprocessor,
 )
+from rldataflow.envs.tasks import (
+    PENDULUM_TASKS_ID,
+    POINT_NAVIGATION_ID,
+    TaskSettableEnv,
+    make_pendulum_tasks,
+    make_point_navigation,
+    task_env,
+)
+from rldataflow.envs.two_step_game import TWO_STEP_GAME_ID, TwoStepGame, make_two_step_game
 from rldataflow.envs.vector_env import VectorEnv, make_vector_env
 
 register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
 register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
+register(TWO_STEP_GAME_ID, make_two_step_game)
+register(POINT_NAVIGATION_ID, make_point_navigation)
+register(PENDULUM_TASKS_ID, make_pendulum_tasks)
 
 __all__ = [
     "MULTI_AGENT_CARTPOLE_ID",
+    "PENDULUM_TASKS_ID",
+    "POINT_NAVIGATION_ID",
     "SLEEP_CARTPOLE_ID",
+    "TWO_STEP_GAME_ID",
     "EnvCreator",
     "EnvError",
     "EnvSpec",
+    "GroupAgents",
+    "GroupLayout",
+    "GroupedEnvCreator",
     "MultiAgentCartPole",
     "ObsPreprocessor",
     "SleepCartPoleEnv",
+    "TwoStepGame",
+    "TaskSettableEnv",
     "UnsupportedSpaceError",
     "VectorEnv",
     "action_to_env_fn",
@@ -58,9 +79,13 @@ __all__ = [
     "make_env",
     "make_multi_agent_cartpole",
     "make_multi_agent_env",
+    "make_pendulum_tasks",
+    "make_point_navigation",
     "make_sleep_cartpole",
+    "make_two_step_game",
     "make_vector_env",
     "obs_preprocessor",
     "register",
+    "task_env",
     "registered_envs",
 ]

@@ -64,17 +64,25 @@ def _unknown_env_error(name: str) -> EnvError:
     return EnvError(f"unknown env {name!r} ({where})")
 
 
-#: Gymnasium env families (the package of their entry point) -> the rldataflow extra with
-#: their dependencies
-_EXTRAS = {"box2d": "box2d", "mujoco": "mujoco"}
+#: Gymnasium env families that need an optional extra: entry-point module prefix ->
+#: (rldataflow extra, what it installs)
+_ENV_EXTRAS = {"gymnasium.envs.mujoco": ("mujoco", "MuJoCo"),
+               "gymnasium.envs.box2d": ("box2d", "Box2D")}
 
 
-def _extra_for(spec: Any) -> str | None:
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return text.splitlines()[0] if text else ""
+
+
+def _extra_for(spec: Any) -> tuple[str, str] | None:
+    """The (extra, package) a Gymnasium id's family needs, if it is one of :data:`_ENV_EXTRAS`."""
     if not isinstance(spec, str) or spec not in gymnasium.envs.registry:
         return None
-    entry = str(gymnasium.envs.registry[spec].entry_point)
-    for family, extra in _EXTRAS.items():
-        if f".{family}" in entry or entry.startswith(family):
+    entry = gymnasium.envs.registry[spec].entry_point
+    module = entry.split(":")[0] if isinstance(entry, str) else getattr(entry, "__module__", "")
+    for prefix, extra in _ENV_EXTRAS.items():
+        if module.startswith(prefix):
             return extra
     return None
 
@@ -115,12 +123,13 @@ def make_env(spec: EnvSpec, env_config: dict | None = None) -> gymnasium.Env:
         )
     try:
         env = creator()
-    except gymnasium.error.DependencyNotInstalled as err:
+    except (ImportError, gymnasium.error.DependencyNotInstalled) as err:
         extra = _extra_for(spec)
-        fix = (f'pip install "rldataflow[{extra}]"' if extra
-               else str(err).strip().splitlines()[0])
-        raise EnvError(f"env {_describe(spec)!r} needs a package that is not installed: "
-                       f"{fix}") from err
+        if extra is None:
+            raise EnvError(f"could not create env {_describe(spec)!r}: "
+                           f"{type(err).__name__}: {_first_line(err)}") from err
+        raise EnvError(f"env {_describe(spec)!r} needs {extra[1]}, which is not installed: "
+                       f'pip install "rldataflow[{extra[0]}]"') from err
     except Exception as err:  # re-raised with the env's name, the original chained
         first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
         detail = f"{type(err).__name__}: {first_line}" if first_line else type(err).__name__

@@ -22,12 +22,13 @@ from rldataflow.flow.operator import Operator, StreamOperator
 from rldataflow.flow.parallel_iterator import FailurePolicy, ParallelIterator
 from rldataflow.flow.plan import Plan, Resource
 from rldataflow.flow.queues import Dequeue, Enqueue
+from rldataflow.flow.scatter import ScatterCalls
 from rldataflow.flow.signals import NOT_READY
 from rldataflow.flow.sources import from_actors, from_items, from_iterators, from_range
 
 __all__ = [
     "Concurrently", "Dequeue", "Enqueue", "FailurePolicy", "FlowError", "LocalIterator",
     "Metrics", "NOT_READY", "Operator", "OperatorError", "ParallelIterator", "Plan", "Resource",
-    "StreamOperator",
+    "ScatterCalls", "StreamOperator",
     "Timer", "from_actors", "from_items", "from_iterators", "from_local_iterable", "from_range",
 ]

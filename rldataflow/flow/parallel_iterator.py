@@ -270,7 +270,8 @@ class ParallelIterator:
         ``on_failure(shard_index, actor, error)`` is called when a shard's actor dies; if it
         returns a replacement actor, the shard's chain is installed there and the lost
         requests are reissued to it. Delivery guarantee: items the dead actor had produced but
-        not yet delivered are lost (at most once); the stream then continues with the
+        not yet delivered are lost (at most once; the counter ``requests_lost`` counts the
+        requests that were in flight to dead actors); the stream then continues with the
         replacement's items. Without a policy, the :class:`ActorDiedError` is raised; a policy
         returning None drops the shard.
 
@@ -422,6 +423,7 @@ def _sync_rounds(state: _GatherState, as_list: bool) -> Iterator[Any]:
                 try:
                     results[id(shard)] = state._result(shard, fut)
                 except ActorDiedError as err:
+                    state.node.metrics.counters["requests_lost"] += 1
                     if state.handle_death(shard, err):
                         pending[id(shard)] = fut = state.request(shard)
                         fut.add_done_callback(WAKER.notify)
@@ -494,7 +496,8 @@ def _async_stream(state: _GatherState, num_async: int) -> Iterator[Any]:
                 if owner is shard:
                     all_inflight.pop(other)
                     issued.pop(other, None)
-            inflight[id(shard)] = 0
+            lost, inflight[id(shard)] = inflight[id(shard)] + 1, 0
+            state.node.metrics.counters["requests_lost"] += lost
             if state.handle_death(shard, err):
                 for _ in range(num_async):
                     launch(shard)

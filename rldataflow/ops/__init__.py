@@ -23,7 +23,12 @@ from rldataflow.ops.replay import (
     UpdatePriorities,
 )
 from rldataflow.ops.reporting import CollectMetrics, StandardMetricsReporting
-from rldataflow.ops.rollouts import AsyncGradients, ParallelRollouts, RecordSampled
+from rldataflow.ops.rollouts import (
+    AsyncGradients,
+    ParallelRollouts,
+    RecordSampled,
+    ScatterToWorkers,
+)
 from rldataflow.ops.train import (
     ApplyGradients,
     AverageGradients,
@@ -38,6 +43,7 @@ __all__ = [
     "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights", "SyncWeights",
     "CollectMetrics", "ComputeGradients", "ConcatBatches", "LearnerThread", "ParallelRollouts",
     "RecordSampled", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",
+    "ScatterToWorkers",
     "UpdatePriorities",
     "SelectExperiences", "StandardMetricsReporting", "StandardizeFields", "TrainOneStep",
     "UpdateTargetNetwork", "ShuffleBuffer", "WriteToDataset", "from_dataset",

@@ -26,8 +26,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from rldataflow.data import SampleBatch
+from rldataflow.data.dataset import DatasetOutput
 from rldataflow.flow import LocalIterator, from_actors
 from rldataflow.ops.batching import ConcatBatches
+from rldataflow.ops.dataset import WriteToDataset
 from rldataflow.ops.rollouts import RecordSampled
 from rldataflow.ops.weights import SyncWeights
 from rldataflow.runtime import ActorDiedError, ActorHandle, Runtime
@@ -85,7 +87,8 @@ class AggregationWorker:
 
     def __init__(self, runtime_name: str, runtime_options: dict[str, Any], worker_cls: type,
                  worker_kwargs: dict[str, Any], worker_indexes: Sequence[int], num_async: int,
-                 min_batch_size: int, restart_failed: bool = True) -> None:
+                 min_batch_size: int, restart_failed: bool = True,
+                 output: DatasetOutput | None = None) -> None:
         from rldataflow.startup import make_runtime
 
         self.runtime = make_runtime(runtime_name, runtime_options)
@@ -98,6 +101,7 @@ class AggregationWorker:
             raise
         self.num_async = num_async
         self.min_batch_size = min_batch_size
+        self.output = output
         self._weights: Any = None
         self._version = -1
         # after each batch, the worker it came from gets this aggregator's newest weights
@@ -118,6 +122,8 @@ class AggregationWorker:
         if self._stream is None:
             par = from_actors(self.group.actors, "sample", runtime=self.runtime,
                               name=f"workers {self.indexes}")
+            if self.output is not None:  # written by each worker, in its own process
+                par = par.for_each(WriteToDataset(self.output))
             self._stream = (par.gather_async(num_async=self.num_async,
                                              on_failure=self.group.replace_dead)
                             .for_each(self._push)
@@ -140,9 +146,10 @@ class AggregationWorker:
                 self._sent[actor.actor_id] = self._version
 
     def worker_pids(self) -> list[int]:
-        """Process ids of this group's workers (process runtime; for tests and tooling)."""
-        pid = getattr(self.runtime, "pid", None)
-        return [pid(a) for a in self.group.actors] if pid is not None else []
+        """Process ids of this group's workers (none on the inline runtime; for fault
+        injection and tooling)."""
+        pids = [self.runtime.pid(a) for a in self.group.actors]
+        return [p for p in pids if p is not None]
 
     def ping(self) -> str:
         return "ok"
@@ -171,7 +178,7 @@ class AggregatorSet:
                  worker_kwargs: dict[str, Any], num_workers: int, num_async: int,
                  min_batch_size: int, weights_fn: WeightsFn,
                  runtime_options: dict[str, Any] | None = None,
-                 restart_failed: bool = True) -> None:
+                 restart_failed: bool = True, output: DatasetOutput | None = None) -> None:
         self.runtime = runtime
         self.groups = split_worker_indexes(num_workers, num_aggregators)
         self.weights_fn = weights_fn
@@ -179,7 +186,7 @@ class AggregatorSet:
         self._ctor = dict(runtime_name=runtime.name, runtime_options=dict(runtime_options or {}),
                           worker_cls=worker_cls, worker_kwargs=dict(worker_kwargs),
                           num_async=num_async, min_batch_size=min_batch_size,
-                          restart_failed=restart_failed)
+                          restart_failed=restart_failed, output=output)
         self.pool = ActorPool(runtime, len(self.groups), self._create,
                               on_restart=self._send_weights, restart_failed=restart_failed,
                               ready_method=None, kind="aggregator")

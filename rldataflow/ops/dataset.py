@@ -132,10 +132,17 @@ def _dataset_batches(path: str, batch_size: int, shuffle_buffer_size: int,
                      num_epochs: int | None, seed: int | None,
                      columns: Sequence[str] | None, required: Sequence[str],
                      postprocess: Callable[[SampleBatch], SampleBatch] | None,
-                     max_chunk_rows: int, buffer_out: list[ShuffleBuffer] | None
-                     ) -> Iterator[SampleBatch]:
+                     max_chunk_rows: int, buffer_out: list[ShuffleBuffer] | None,
+                     reader_kind: str = "local") -> Iterator[SampleBatch]:
     reader = DatasetReader(path, columns=columns, required=required,
                            max_chunk_rows=max_chunk_rows)
+    if reader_kind == "ray":
+        from rldataflow.data.ray_reader import ray_dataset_chunks
+
+        def chunks(files: list[Any]) -> Iterator[SampleBatch]:
+            return ray_dataset_chunks(path, columns, required, files)
+    else:
+        chunks = reader.iter_batches
     rng = np.random.default_rng(seed)
     buf = ShuffleBuffer(max(shuffle_buffer_size, batch_size))
     if buffer_out is not None:
@@ -143,7 +150,7 @@ def _dataset_batches(path: str, batch_size: int, shuffle_buffer_size: int,
     epoch = 0
     while num_epochs is None or epoch < num_epochs:
         files = [reader.files[i] for i in rng.permutation(len(reader.files))]
-        for chunk in reader.iter_batches(files):
+        for chunk in chunks(files):
             if postprocess is not None:
                 chunk = postprocess(chunk)
             buf.add(chunk)
@@ -168,8 +175,8 @@ def from_dataset(path: str | os.PathLike[str], batch_size: int, *,
                  required: Sequence[str] = REQUIRED_COLUMNS,
                  postprocess: Callable[[SampleBatch], SampleBatch] | None = None,
                  max_chunk_rows: int = 65_536,
-                 buffer_out: list[ShuffleBuffer] | None = None
-                 ) -> LocalIterator[SampleBatch]:
+                 buffer_out: list[ShuffleBuffer] | None = None,
+                 reader: str = "local") -> LocalIterator[SampleBatch]:
     """A stream of ``batch_size``-row batches from the dataset at ``path``.
 
     Files are read one at a time in a random order (new each epoch) and row group by row group
@@ -181,13 +188,17 @@ def from_dataset(path: str | os.PathLike[str], batch_size: int, *,
     many passes, the last batch possibly smaller. The path and every file's schema are checked
     when the stream is first pulled (``DatasetError`` naming the file and the missing
     column). Counts ``dataset_rows_read``. ``buffer_out``: a list the buffer is appended to
-    (for tests and monitoring). Example::
+    (for tests and monitoring). ``reader="ray"`` reads the (Parquet) files with Ray Data, in
+    Ray tasks across the cluster (:mod:`rldataflow.data.ray_reader`; the plans of the offline
+    algorithms choose it on the ``ray`` runtime); the shuffle buffer is the same. Example::
 
         train_op = (from_dataset("data/cartpole", batch_size=512, shuffle_buffer_size=20_000)
                     .for_each(TrainOneStep(workers)))
     """
     if batch_size < 1:
         raise ValueError(f"from_dataset: batch_size must be >= 1, got {batch_size}")
+    if reader not in ("local", "ray"):
+        raise ValueError(f"from_dataset: reader must be 'local' or 'ray', got {reader!r}")
     if shuffle_buffer_size < 1:
         raise ValueError(f"from_dataset: shuffle_buffer_size must be >= 1, got "
                          f"{shuffle_buffer_size}")
@@ -196,6 +207,7 @@ def from_dataset(path: str | os.PathLike[str], batch_size: int, *,
     source = from_local_iterable(
         lambda: _dataset_batches(path, int(batch_size), int(shuffle_buffer_size), num_epochs,
                                  seed, columns, required, postprocess, int(max_chunk_rows),
-                                 buffer_out),
-        name=f"from_dataset({path!r}, batch_size={batch_size})")
+                                 buffer_out, reader),
+        name=f"from_dataset({path!r}, batch_size={batch_size}"
+             f"{', Ray Data' if reader == 'ray' else ''})")
     return source.for_each(_CountRead())

@@ -416,11 +416,14 @@ class ThrottleSampling(StreamOperator):
     """Hold the sample stream back while learning lags behind it.
 
     Place it right after the rollouts: the next batch is pulled only while
-    ``env_steps_trained >= training_intensity * (env_steps_sampled - warmup_steps)``, counting
-    the plan's counters from where this stream started. Replayed rows per sampled row then stay
-    near ``training_intensity`` whatever the relative speed of actors and learner. Meanwhile it
-    waits on the plan (the learner flow of an async ``Concurrently`` moves); the workers finish
-    the requests already in flight and idle. Example::
+    ``env_steps_trained >= training_intensity * (env_steps_sampled - regranted -
+    warmup_steps)``, counting the plan's counters from where this stream started;
+    ``regranted`` gives each death of a replay shard (``replay_rows_lost`` grows) its lost rows
+    again, at most ``warmup_steps`` of them, to refill its empty replacement. Replayed rows
+    per sampled row then stay near ``training_intensity`` whatever the relative speed of
+    actors and learner. Meanwhile it waits on the plan (the learner flow of an async
+    ``Concurrently`` moves); the workers finish the requests already in flight and idle.
+    Example::
 
         rollouts = ParallelRollouts(workers, mode="async").for_each(ThrottleSampling(4, 5000))
     """
@@ -440,10 +443,19 @@ class ThrottleSampling(StreamOperator):
         # but its replay buffers do).
         start = metrics.counters
         sampled0, trained0 = start["env_steps_sampled"], start["env_steps_trained"]
+        lost_seen, regranted = start[ROWS_LOST], 0
         while True:
             counters = metrics.counters
             trained = counters["env_steps_trained"] - trained0
-            sampled = counters["env_steps_sampled"] - sampled0
+            # A replay shard that died was replaced empty and must refill before it serves:
+            # its lost rows (at most warmup_steps per death, the warm-up again) do not count as
+            # sampled. Else a plan whose shards all restarted deadlocks: the learner waits for
+            # rows, sampling waits for the learner.
+            if counters[ROWS_LOST] > lost_seen:
+                delta = counters[ROWS_LOST] - lost_seen
+                regranted += min(delta, self.warmup_steps) if self.warmup_steps else delta
+                lost_seen = counters[ROWS_LOST]
+            sampled = counters["env_steps_sampled"] - sampled0 - regranted
             if sampled > trained / self.training_intensity + self.warmup_steps:
                 waiting_on_plan(f"sampling waits for training ({int(counters['env_steps_trained'])}"
                                 f" rows trained, {int(counters['env_steps_sampled'])} sampled)",

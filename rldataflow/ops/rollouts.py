@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
+from collections.abc import Iterator
 from typing import Any
 
 from rldataflow.data import SampleBatch
-from rldataflow.flow import LocalIterator, Operator, ParallelIterator, from_actors
+from rldataflow.flow import LocalIterator, Operator, ParallelIterator, ScatterCalls, from_actors
 from rldataflow.flow.local_iterator import from_local_iterable
 from rldataflow.ops.dataset import WriteToDataset
 from rldataflow.runtime import ActorHandle
@@ -95,6 +97,12 @@ class _RecordGradients(Operator):
         return grads, info
 
 
+def _gradients_stream(worker: Any, output: Any) -> Iterator[Any]:
+    """On a worker: ``sample_and_compute_gradients(output)`` forever."""
+    while True:
+        yield worker.sample_and_compute_gradients(output)
+
+
 def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]:
     """``(grads, info)`` computed by each worker on its own fresh batch, as they are ready.
 
@@ -103,14 +111,43 @@ def AsyncGradients(workers: WorkerSet, num_async: int = 1) -> LocalIterator[Any]
 
         train_op = AsyncGradients(workers).for_each(ApplyGradients(workers, update_all=False))
     """
+    output = workers.output  # the batches stay on the workers, which write them there
     if not workers.remote_workers():
         local = workers.local_worker()
         source = from_local_iterable(
-            lambda: (local.sample_and_compute_gradients() for _ in itertools.count()),
+            lambda: (local.sample_and_compute_gradients(output) for _ in itertools.count()),
             name="AsyncGradients(local worker)")
         return source.for_each(_RecordGradients())
-    par = from_actors(workers.remote_workers(), "sample_and_compute_gradients",
-                      runtime=workers.runtime,
+    method = ("sample_and_compute_gradients" if output is None
+              else functools.partial(_gradients_stream, output=output))
+    par = from_actors(workers.remote_workers(), method, runtime=workers.runtime,
                       name=f"AsyncGradients({workers.num_remote_workers} workers)")
     return par.gather_async(num_async=num_async, on_failure=workers.replace_dead_worker,
                             with_source=True).for_each(_RecordGradients())
+
+
+def ScatterToWorkers(inputs: LocalIterator[list[Any]], workers: WorkerSet,
+                     fn: Any) -> LocalIterator[list[Any]]:
+    """``[fn(worker, x) for x in xs]`` for each list ``xs`` of ``inputs``, run on the workers.
+
+    The items of a list are spread over the remote workers (item ``j`` to worker
+    ``j % num_workers``, all in flight at once) by :class:`~rldataflow.flow.ScatterCalls`; a
+    dead worker is replaced by the WorkerSet (current weights) and its calls reissued. With no
+    remote workers the local worker runs them in turn. ``fn`` must be importable (a module-level
+    function) to reach worker processes. Example (MAML: one task per worker)::
+
+        results = ScatterToWorkers(task_batches, workers, adapt_to_task)  # [result per task]
+    """
+    name = getattr(fn, "__name__", repr(fn))
+    if not workers.remote_workers():
+        local = workers.local_worker()
+
+        def run_locally(xs: list[Any]) -> list[Any]:
+            return [fn(local, x) for x in xs]
+
+        run_locally.__name__ = run_locally.__qualname__ = f"ScatterToWorkers({name}, local worker)"
+        return inputs.for_each(run_locally)
+    return inputs.for_each(ScatterCalls(
+        workers.remote_workers, fn, runtime=workers.runtime,
+        on_failure=workers.replace_dead_worker,
+        name=f"ScatterToWorkers({name}, {workers.num_remote_workers} workers)"))

@@ -236,6 +236,8 @@ class BoxActorPolicy(TorchPolicy):
                          postprocess_fn=nstep_transitions, model_factory=model_factory,
                          seed=seed)
         self.low_t, self.high_t = torch.from_numpy(self.low), torch.from_numpy(self.high)
+        #: exploring rows still to act uniformly at random (``initial_random_steps``)
+        self.random_steps_left = int(config.get("initial_random_steps") or 0)
 
     def actor_actions(self, obs: torch.Tensor, explore: bool) -> np.ndarray:
         """Actions in ``[-1, 1]``, shape ``(B, action_dim)``."""
@@ -243,7 +245,14 @@ class BoxActorPolicy(TorchPolicy):
 
     def compute_actions(self, obs: np.ndarray, explore: bool = True
                         ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """Actions within the env's bounds (``explore=False``: the deterministic action)."""
+        """Actions within the env's bounds (``explore=False``: the deterministic action).
+        The first ``initial_random_steps`` exploring rows are uniform on the Box (Fujimoto
+        et al. 2018's start-up phase), drawn from the policy's seeded generator."""
+        if explore and self.random_steps_left > 0:
+            n = len(obs)
+            self.random_steps_left = max(0, self.random_steps_left - n)
+            a = self.np_rng.uniform(-1.0, 1.0, (n, self.action_dim))
+            return to_box(a, self.low, self.high).astype(np.float32), {}
         with torch.no_grad():
             a = self.actor_actions(self._obs_tensor(obs), explore)
         return to_box(np.clip(a, -1.0, 1.0), self.low, self.high).astype(np.float32), {}
@@ -266,6 +275,13 @@ class BoxActorPolicy(TorchPolicy):
             self.model.actor.load_state_dict(state)
             self.weights_version = (int(version) if version is not None
                                     else self.weights_version + 1)
+
+    def get_state(self) -> dict[str, Any]:
+        return {**super().get_state(), "random_steps_left": self.random_steps_left}
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        super().set_state(state)
+        self.random_steps_left = int(state.get("random_steps_left", 0))
 
     def value(self, obs: np.ndarray) -> np.ndarray:
         raise TypeError(f"{type(self).__name__} has no state-value function")

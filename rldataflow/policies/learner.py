@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["OPTIMIZERS", "Learner", "MultiLossLearner", "frozen", "make_optimizer"]
 
+#: ``reducer(grads)``: replace a minibatch's gradients in place (e.g. by a group mean)
+GradReducer = Callable[[list[torch.Tensor]], None]
+
 #: optimizer names a policy config may choose (``optimizer`` key)
 OPTIMIZERS = ("adam", "sgd", "rmsprop")
 
@@ -138,12 +141,21 @@ class Learner:
         max_norm = float(clip) if clip is not None else float("inf")
         return float(torch.nn.utils.clip_grad_norm_(self._params, max_norm))
 
-    def _loss_and_backward(self, tensors: dict[str, torch.Tensor]
+    def _loss_and_backward(self, tensors: dict[str, torch.Tensor],
+                           grad_reducer: GradReducer | None = None
                            ) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
         loss, stats = self.loss_fn(self.policy, tensors)
         for param in self._params:  # as optimizer.zero_grad(set_to_none=True), without one
             param.grad = None
         loss.backward()
+        if grad_reducer is not None:
+            # before clipping: the clip then sees the group's gradient, as one big batch would
+            grads = []
+            for p in self._params:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                grads.append(p.grad)
+            grad_reducer(grads)
         out: dict[str, float] = {}
         rows: dict[str, torch.Tensor] = {}
         for k, v in stats.items():
@@ -160,7 +172,8 @@ class Learner:
         self.policy.weights_version += 1
 
     def update(self, batch: SampleBatch, num_epochs: int = 1, minibatch_size: int | None = None,
-               shuffle: bool = True) -> dict[str, float]:
+               shuffle: bool = True, grad_reducer: GradReducer | None = None
+               ) -> dict[str, float]:
         """``num_epochs`` passes of minibatch SGD over ``batch``; returns averaged stats.
 
         Every pass shuffles the rows (unless ``shuffle`` is false) and takes one optimizer step
@@ -168,6 +181,9 @@ class Learner:
         minibatch is kept). Gradients are clipped by global norm when ``grad_clip`` is set.
         The stats include ``num_grad_updates`` (steps taken here) and ``weights_version``;
         per-row outputs of the loss become columns of ``batch`` (from the last pass).
+        ``grad_reducer(grads)`` replaces each minibatch's gradients in place before clipping
+        and the step (e.g. a gradient group's ``allreduce_mean``: decentralized training; all
+        members must then take the same number of steps).
         """
         policy = self.policy
         n = batch.count
@@ -191,7 +207,7 @@ class Learner:
                     else:
                         idx = perm[start: start + size]
                         mb = {k: v[idx] for k, v in tensors.items()}
-                    stats, rows = self._loss_and_backward(mb)
+                    stats, rows = self._loss_and_backward(mb, grad_reducer)
                     self._step()
                     steps += 1
                     for k, v in stats.items():

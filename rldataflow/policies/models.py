@@ -87,7 +87,10 @@ class MLP(nn.Module):
 
 
 class CNN(nn.Module):
-    """Nature-DQN style CNN for ``uint8`` ``(H, W, C)`` images, scaled by 1/255 inside.
+    """Nature-DQN style CNN (Mnih et al. 2015, "Human-level control through deep reinforcement
+    learning", Nature 518) for ``(H, W, C)`` images: ``uint8`` frames are scaled by 1/255
+    inside the model (so replay batches can stay ``uint8``, a quarter of float32's memory),
+    float images are taken as they are (``scale=1``).
 
     Uses the Nature stack (32x8s4, 64x4s2, 64x3s1, dense 512) for images of at least 36 pixels a
     side and a compact stack (16x3s1, 32x3s2) for smaller ones (grid worlds, MinAtar).
@@ -99,9 +102,11 @@ class CNN(nn.Module):
         torch.Size([1, 512])
     """
 
-    def __init__(self, obs_shape: Sequence[int], out_dim: int = 512) -> None:
+    def __init__(self, obs_shape: Sequence[int], out_dim: int = 512,
+                 obs_dtype: np.dtype | str | type = np.uint8) -> None:
         super().__init__()
         h, w, c = (int(s) for s in obs_shape)
+        self.scale = 1.0 / 255.0 if np.dtype(obs_dtype) == np.uint8 else 1.0
         if min(h, w) >= 36:
             convs = [(32, 8, 4), (64, 4, 2), (64, 3, 1)]
         else:
@@ -120,7 +125,9 @@ class CNN(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # NHWC uint8 -> NCHW float in [0, 1]; keeping uint8 until here saves memory in batches.
-        x = x.permute(0, 3, 1, 2).float() * (1.0 / 255.0)
+        x = x.permute(0, 3, 1, 2).float()
+        if self.scale != 1.0:
+            x = x * self.scale
         return self.fc(self.convs(x))
 
 
@@ -130,14 +137,16 @@ def make_encoder(
     hiddens: Sequence[int] = (64, 64),
     activation: str = "tanh",
 ) -> nn.Module:
-    """An :class:`MLP` for flat observations, a :class:`CNN` for ``uint8`` images (3-D shape)."""
+    """An :class:`MLP` for flat observations, a :class:`CNN` for ``(H, W, C)`` images (``uint8``
+    frames, scaled by 1/255 inside, or float ones taken as they are)."""
     shape = tuple(int(s) for s in obs_shape)
-    if len(shape) == 3 and np.dtype(obs_dtype) == np.uint8:
-        return CNN(shape)
+    dtype = np.dtype(obs_dtype)
+    if len(shape) == 3 and (dtype == np.uint8 or np.issubdtype(dtype, np.floating)):
+        return CNN(shape, obs_dtype=dtype)
     if len(shape) != 1:
         raise ValueError(
-            f"observations of shape {shape} and dtype {np.dtype(obs_dtype)} are neither flat "
-            "vectors nor uint8 (H, W, C) images; preprocess them with "
+            f"observations of shape {shape} and dtype {dtype} are neither flat vectors nor "
+            "(H, W, C) images (uint8 or float); preprocess them with "
             "rldataflow.envs.obs_preprocessor"
         )
     return MLP(shape[0], hiddens, activation)

@@ -334,9 +334,13 @@ class TorchPolicy:
         num_epochs: int = 1,
         minibatch_size: int | None = None,
         shuffle: bool = True,
+        grad_reducer: Any = None,
     ) -> dict[str, float]:
         """Minibatch SGD on ``batch`` by this policy's learner (see :meth:`Learner.update`)."""
-        return self.learner.update(batch, num_epochs, minibatch_size, shuffle)
+        if grad_reducer is None:  # learners without the argument (MultiLossLearner) still work
+            return self.learner.update(batch, num_epochs, minibatch_size, shuffle)
+        return self.learner.update(batch, num_epochs, minibatch_size, shuffle,
+                                   grad_reducer=grad_reducer)
 
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
         """Gradients of the loss on the whole batch (see :meth:`Learner.compute_gradients`)."""

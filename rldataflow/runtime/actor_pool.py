@@ -1,13 +1,13 @@
 """``ActorPool``: actors made by one factory, kept at full strength by one failure policy.
 
-Rollout workers (:class:`~rldataflow.workers.WorkerSet`), an aggregator's workers, the
-aggregators themselves and Ape-X's replay shards are all pools: a fixed number of slots, each
-holding one actor. When a gather finds an actor dead it calls :meth:`ActorPool.replace_dead`
-(the ``on_failure`` signature of ``gather_async`` / ``gather_sync``): the pool kills what is
-left of it, makes a new one for the same slot (the factory learns how many times the slot has
-restarted, e.g. to move its seed), lets the owner bring it up to date (``on_restart``: send
-the current weights), and the gather reissues the lost requests to it. With restarts off, the
-death is raised as the one error naming the actor.
+Rollout and evaluation workers (:class:`~rldataflow.workers.WorkerSet`), an aggregator's
+workers, the aggregators themselves and Ape-X's replay shards are all pools: a fixed number of
+slots, each holding one actor. When a gather finds an actor dead it calls
+:meth:`ActorPool.replace_dead` (the ``on_failure`` signature of ``gather_async`` /
+``gather_sync``): the pool kills what is left of it, makes a new one for the same slot (the
+factory learns how many times the slot has restarted, e.g. to move its seed), lets the owner
+bring it up to date (``on_restart``: send the current weights), and the gather reissues the
+lost requests to it. With restarts off, the death is raised as the one error naming the actor.
 """
 
 from __future__ import annotations

@@ -310,6 +310,13 @@ class Runtime:
     def is_alive(self, actor: ActorHandle) -> bool:
         raise NotImplementedError
 
+    def pid(self, actor: ActorHandle) -> int | None:
+        """The OS process id the actor runs in, or None when it has no process of its own
+        (inline: it lives in the driver). For fault injection and monitoring, e.g.
+        ``os.kill(rt.pid(actor), signal.SIGKILL)``. (Ray asks the actor once, so there an
+        actor already dead raises :class:`ActorDiedError`.)"""
+        raise NotImplementedError
+
     def shutdown(self) -> None:
         """Kill every actor this runtime created. Idempotent."""
 

@@ -151,6 +151,10 @@ class InlineRuntime(Runtime):
         state = self._actors.get(actor.actor_id)
         return bool(state and state.alive)
 
+    def pid(self, actor: ActorHandle) -> None:
+        """None: an inline actor has no process of its own (it is the driver)."""
+        return None
+
     def call_many(self, actors: Sequence[ActorHandle], method: MethodSpec, *args: Any,
                   **kwargs: Any) -> list[Future]:
         return [self.call(a, method, *args, **kwargs) for a in actors]

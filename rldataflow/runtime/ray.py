@@ -103,6 +103,12 @@ class _ActorShell:
     def _ready(self) -> bytes | None:
         return self._ctor_error
 
+    def _node_id(self) -> str:  # where Ray placed this actor (RayRuntime.placement)
+        return ray.get_runtime_context().get_node_id()
+
+    def _pid(self) -> int:
+        return os.getpid()
+
     def _invoke(self, method: MethodSpec, args: tuple, kwargs: dict) -> Any:
         try:
             return invoke(self._instance, method, args, kwargs)
@@ -146,6 +152,7 @@ class _RayActorState:
         self.alive = True
         self.reason: str | None = None
         self.pending: set[Future] = set()
+        self.pid: int | None = None
 
 
 class RayRuntime(Runtime):
@@ -158,6 +165,12 @@ class RayRuntime(Runtime):
         actor_options: default Ray options of every actor (defaults:
             :data:`DEFAULT_ACTOR_OPTIONS`, which reserve no CPU, so that many actors fit on a
             small machine; give e.g. ``{"num_cpus": 1}`` to have Ray place them by CPU).
+        placement: ``"default"`` leaves placement to Ray (which packs actors that reserve no
+            CPU onto one node); ``"spread"`` pins the actors round-robin to the cluster's nodes
+            alive at each creation, in creation order, so rollout workers use every node of a
+            cluster (a replacement of an actor lost with its node goes to a node still alive).
+            Ray's own ``SPREAD`` strategy and soft node affinity both left actors that reserve
+            no CPU on one node of a two-node cluster in our test, hence the hard affinity.
         stop_timeout: seconds :meth:`shutdown` waits for actors' ``stop()`` methods.
         start_timeout: seconds :meth:`create_actor` waits for an actor to be scheduled and
             constructed (``None``: forever; Ray waits for resources an actor asks for).
@@ -168,8 +181,14 @@ class RayRuntime(Runtime):
 
     def __init__(self, address: str | None = None, num_cpus: int | None = None,
                  actor_options: dict[str, Any] | None = None, stop_timeout: float = 2.0,
-                 start_timeout: float | None = None, **init_kwargs: Any) -> None:
+                 start_timeout: float | None = None, placement: str = "default",
+                 **init_kwargs: Any) -> None:
         super().__init__()
+        if placement not in ("default", "spread"):
+            raise ValueError(f"ray runtime option 'placement' must be 'default' or 'spread', "
+                             f"got {placement!r}")
+        self.placement_mode = placement
+        self._next_node = 0
         self.stop_timeout = stop_timeout
         self.start_timeout = start_timeout
         self.actor_options = {**DEFAULT_ACTOR_OPTIONS, **(actor_options or {})}
@@ -200,7 +219,7 @@ class RayRuntime(Runtime):
         handle = ActorHandle(self, self._unique_name(cls, name),
                              getattr(cls, "__name__", type(cls).__name__))
         ctor = cloudpickle.dumps((cls, args, kwargs))
-        actor = _shell_class().options(**self.actor_options).remote(
+        actor = _shell_class().options(**self._options_for_next_actor()).remote(
             list(sys.path), ctor, handle.name)
         try:
             error = ray.get(actor._ready.remote(), timeout=self.start_timeout)
@@ -221,6 +240,33 @@ class RayRuntime(Runtime):
             self._actors[handle.actor_id] = _RayActorState(handle, actor)
         return handle
 
+    def _options_for_next_actor(self) -> dict[str, Any]:
+        if self.placement_mode != "spread" or "scheduling_strategy" in self.actor_options:
+            return self.actor_options
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = sorted(n["NodeID"] for n in ray.nodes() if n.get("Alive"))
+        with self._lock:
+            node = nodes[self._next_node % len(nodes)]
+            self._next_node += 1
+        return {**self.actor_options,
+                "scheduling_strategy": NodeAffinitySchedulingStrategy(node, soft=False)}
+
+    def placement(self) -> dict[str, str]:
+        """Actor name -> id of the Ray node it runs on, for this runtime's live actors.
+
+        Example::
+
+            rt = RayRuntime(address="auto", placement="spread")
+            ...
+            len(set(rt.placement().values()))   # nodes in use
+        """
+        with self._lock:
+            states = [st for st in self._actors.values() if st.alive]
+        refs = [st.actor._node_id.remote() for st in states]
+        return {st.handle.name: node
+                for st, node in zip(states, ray.get(refs, timeout=30), strict=True)}
+
     def ray_actor(self, actor: ActorHandle) -> Any:
         """The underlying Ray actor handle (of the generic shell class)."""
         return self._state(actor).actor
@@ -229,6 +275,17 @@ class RayRuntime(Runtime):
         """False once the actor was killed or a call found it dead (Ray is not asked)."""
         st = self._actors.get(actor.actor_id)
         return st is not None and st.alive
+
+    def pid(self, actor: ActorHandle) -> int:
+        """The process id of the Ray worker process the actor runs in (asked once, then
+        remembered; on a multi-node cluster it is a pid on the actor's node)."""
+        st = self._state(actor)
+        if st.pid is None:
+            try:
+                st.pid = int(ray.get(st.actor._pid.remote(), timeout=self.start_timeout))
+            except ray_exceptions.RayActorError as exc:
+                raise ActorDiedError(actor.name, actor.class_name, _condense(exc)) from exc
+        return st.pid
 
     def kill(self, actor: ActorHandle) -> None:
         st = self._actors.get(actor.actor_id)

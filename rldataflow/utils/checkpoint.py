@@ -53,7 +53,9 @@ __all__ = [
     "FORMAT_VERSION",
     "METADATA_FILE",
     "STATE_FILE",
+    "BEST_CHECKPOINT",
     "CheckpointError",
+    "best_checkpoint",
     "checkpoint_path",
     "latest_checkpoint",
     "list_checkpoints",
@@ -65,6 +67,10 @@ __all__ = [
 FORMAT_VERSION = 1
 STATE_FILE = "state.pt"
 METADATA_FILE = "metadata.json"
+#: the directory (under a run directory) of the checkpoint with the best return so far; its
+#: metadata has ``best = {"metric", "value", "iteration"}``. Not a ``checkpoint_<n>``, so
+#: :func:`latest_checkpoint` never picks it.
+BEST_CHECKPOINT = "best_checkpoint"
 _RESERVED_METADATA = ("format_version", "created")
 _CHECKPOINT_NAME = re.compile(r"^checkpoint_(\d+)$")
 _INTERRUPTED_SWAP = re.compile(r"^\.(checkpoint_\d+)\.old-[0-9a-f]+$")
@@ -459,3 +465,17 @@ def latest_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
     """
     found = list_checkpoints(run_dir)
     return found[-1] if found else None
+
+
+def best_checkpoint(run_dir: str | os.PathLike[str]) -> Path | None:
+    """The run's best checkpoint (``run_dir/best_checkpoint``, see :data:`BEST_CHECKPOINT`),
+    or ``None`` if the run has none.
+
+    Example::
+
+        path = best_checkpoint("runs/ppo")
+        read_metadata(path)["best"]   # {'metric': 'evaluation/episode_return_mean', ...}
+    """
+    target = Path(run_dir) / BEST_CHECKPOINT
+    _recover_interrupted_swap(target)  # a save killed mid-swap left the previous best aside
+    return target if _is_checkpoint_dir(target) else None

@@ -53,6 +53,9 @@ __all__ = [
 
 C = TypeVar("C")
 
+#: Keys ``evaluation_config`` may override: what the evaluation workers are built from.
+EVALUATION_CONFIG_KEYS = ("env", "env_config", "seed")
+
 #: Named values of ``policy_mapping_fn`` (see ``rldataflow.policies.policy_spec``).
 _MAPPING_MODES = ("shared", "by_agent")
 
@@ -151,8 +154,30 @@ class AlgorithmConfig:
     min_steps_per_iteration: int = field(
         default=0, metadata=_help("report a result only after at least this many env steps")
     )
+    evaluation_interval: int | None = field(
+        default=None, metadata=_help("evaluate every N training iterations, results under "
+                                     "evaluation/* keys; 0 or None = never", ge=0)
+    )
     evaluation_num_episodes: int = field(
-        default=10, metadata=_help("episodes run by evaluate()")
+        default=10, metadata=_help("episodes per evaluation (and of evaluate())", ge=0)
+    )
+    evaluation_num_workers: int = field(
+        default=0, metadata=_help("separate evaluation workers; 0 = evaluate in the driver",
+                                  ge=0)
+    )
+    evaluation_parallel_to_training: bool = field(
+        default=False, metadata=_help("run each evaluation while the iteration's training "
+                                      "runs (with the weights from before it); needs "
+                                      "evaluation_num_workers >= 1")
+    )
+    evaluation_explore: bool = field(
+        default=False, metadata=_help("sample actions during evaluation (default: "
+                                      "deterministic, the distribution's mode)")
+    )
+    evaluation_config: dict[str, Any] = field(
+        default_factory=dict, metadata=_help("config overrides for the evaluation workers: "
+                                             "env, env_config, seed (e.g. {env_config: "
+                                             "{...}})")
     )
     checkpoint_every: int = field(
         default=0, metadata=_help("save a checkpoint every N iterations; 0 = only the final one")
@@ -221,6 +246,7 @@ class AlgorithmConfig:
                self.min_steps_per_iteration)
         _check(self.evaluation_num_episodes >= 0, "evaluation_num_episodes", "must be >= 0",
                self.evaluation_num_episodes)
+        self._validate_evaluation()
         _check(self.checkpoint_every >= 0, "checkpoint_every", "must be >= 0",
                self.checkpoint_every)
         _check(self.output_max_rows_per_file >= 1, "output_max_rows_per_file", "must be >= 1",
@@ -228,6 +254,23 @@ class AlgorithmConfig:
         if self.output is not None and self.output_format == "parquet":
             _check_pyarrow("output")
         self._validate_policies()
+
+    def _validate_evaluation(self) -> None:
+        if self.evaluation_parallel_to_training and self.evaluation_interval:
+            _check(self.evaluation_num_workers >= 1, "evaluation_parallel_to_training",
+                   "needs evaluation_num_workers >= 1 (a driver-side evaluation would stop "
+                   "the training it should overlap)", self.evaluation_parallel_to_training)
+        for key in self.evaluation_config:
+            if key not in EVALUATION_CONFIG_KEYS:
+                hint = _did_you_mean(key, [f.name for f in dataclasses.fields(self)])
+                raise ConfigError(f"config key 'evaluation_config.{key}' cannot be overridden "
+                                  f"for evaluation (only {', '.join(EVALUATION_CONFIG_KEYS)})"
+                                  f"{hint}")
+        if self.evaluation_config:
+            try:  # the overrides' types are checked like any config value
+                self.replace(evaluation_config={}, **self.evaluation_config)
+            except ConfigError as e:
+                raise ConfigError(f"in config key 'evaluation_config': {e}") from None
 
     def _validate_policies(self) -> None:
         if not self.policies:

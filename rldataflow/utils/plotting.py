@@ -1,4 +1,5 @@
-"""Learning curves from run directories (``rldataflow plot``)."""
+"""Learning curves from run directories (``rldataflow plot``): training return and, where a
+run evaluated (``evaluation_interval``), its evaluation return, against env steps."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 
 def read_curve(run_dir: str | os.PathLike[str], x_key: str = "env_steps_sampled",
@@ -33,12 +35,30 @@ def read_curve(run_dir: str | os.PathLike[str], x_key: str = "env_steps_sampled"
     return xs, ys
 
 
-def plot_runs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
-              x_key: str = "env_steps_sampled", y_key: str = "episode_return_mean",
-              title: str | None = None) -> Path:
-    """Plot ``y_key`` against ``x_key`` for each run into one PNG (or SVG/PDF by suffix).
+#: the evaluation curve drawn beside ``episode_return_mean`` when a run has it
+EVALUATION_KEY = "evaluation/episode_return_mean"
 
-    Example: ``plot_runs(["runs/ppo_a", "runs/ppo_b"], "curves.png")``
+
+def has_column(run_dir: str | os.PathLike[str], key: str) -> bool:
+    """Whether ``run_dir/progress.csv`` has the column ``key``."""
+    path = Path(run_dir) / "progress.csv"
+    if not path.exists():
+        return False
+    with open(path, newline="") as fh:
+        return key in (next(csv.reader(fh), None) or [])
+
+
+def build_figure(run_dirs: Sequence[str | os.PathLike[str]],
+                 x_key: str = "env_steps_sampled", y_key: str = "episode_return_mean",
+                 title: str | None = None, evaluation: bool = True) -> Any:
+    """The matplotlib figure of :func:`plot_runs`: one line per run labelled by its directory
+    name, plus (``evaluation``, when ``y_key`` is the training return and the run evaluated)
+    a dashed ``<run> (evaluation)`` line of ``evaluation/episode_return_mean``.
+
+    Example::
+
+        fig = build_figure(["runs/ppo"])
+        [line.get_label() for line in fig.axes[0].lines]   # ['ppo', 'ppo (evaluation)']
     """
     try:
         import matplotlib
@@ -50,7 +70,11 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for run in run_dirs:
         xs, ys = read_curve(run, x_key, y_key)
-        ax.plot(xs, ys, label=Path(run).name, linewidth=1.6)
+        (line,) = ax.plot(xs, ys, label=Path(run).name, linewidth=1.6)
+        if evaluation and y_key == "episode_return_mean" and has_column(run, EVALUATION_KEY):
+            ex, ey = read_curve(run, x_key, EVALUATION_KEY)
+            ax.plot(ex, ey, label=f"{Path(run).name} (evaluation)", linewidth=1.6,
+                    linestyle="--", marker="o", markersize=3, color=line.get_color())
     ax.set_xlabel(x_key.replace("_", " "))
     ax.set_ylabel(y_key.replace("_", " "))
     ax.grid(alpha=0.3)
@@ -58,6 +82,20 @@ def plot_runs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike
     if title:
         ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_runs(run_dirs: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str],
+              x_key: str = "env_steps_sampled", y_key: str = "episode_return_mean",
+              title: str | None = None, evaluation: bool = True) -> Path:
+    """Plot ``y_key`` against ``x_key`` for each run into one PNG (or SVG/PDF by suffix), with
+    the evaluation curves where runs have them (see :func:`build_figure`).
+
+    Example: ``plot_runs(["runs/ppo_a", "runs/ppo_b"], "curves.png")``
+    """
+    import matplotlib.pyplot as plt
+
+    fig = build_figure(run_dirs, x_key, y_key, title, evaluation)
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out_path)

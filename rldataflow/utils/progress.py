@@ -38,6 +38,7 @@ RETURN_KEYS = ("episode_return_mean", "episode_reward_mean")
 STEPS_KEYS = ("env_steps_sampled", "num_env_steps_sampled", "timesteps_total")
 TIME_KEYS = ("time_total_s",)
 STOP_KEYS = ("stop_return", "stop_steps", "stop_time")
+EVALUATION_KEY = "evaluation/episode_return_mean"
 
 
 class ProgressDisplay:
@@ -79,6 +80,8 @@ class ProgressDisplay:
         self._prev_steps: float | None = None
         self._prev_time: float | None = None
         self._prev_clock: float | None = None
+        # the latest evaluation return, shown until the next evaluation replaces it
+        self._last_eval: float | None = None
 
     # -- public ----------------------------------------------------------------------------
 
@@ -144,6 +147,8 @@ class ProgressDisplay:
         if "stop_return" in self.stops:
             ret += f"/{_fmt_float(self.stops['stop_return'], 1)}"
         parts.append(ret)
+        if s.get("evaluation") is not None:
+            parts.append(f"eval {_fmt_float(s.get('evaluation'), 1)}")
 
         steps = f"steps {_fmt_int(s.get('steps'))}"
         if "stop_steps" in self.stops:
@@ -168,6 +173,9 @@ class ProgressDisplay:
         ret = _lookup(flat, RETURN_KEYS)
         steps = _lookup(flat, STEPS_KEYS)
         total_time = _lookup(flat, TIME_KEYS)
+        evaluation = _num(flat.get(EVALUATION_KEY))
+        if evaluation is not None:
+            self._last_eval = evaluation
         now = self._clock()
 
         # Throughput over the last interval (not since start, which hides slow-downs): steps
@@ -188,7 +196,7 @@ class ProgressDisplay:
             self._prev_time = total_time
             self._prev_clock = now
         return {"iteration": iteration, "return": ret, "steps": steps,
-                "throughput": throughput, "time": total_time}
+                "throughput": throughput, "time": total_time, "evaluation": self._last_eval}
 
     def _print_line(self, stats: Mapping[str, float | None]) -> None:
         try:
@@ -237,6 +245,8 @@ class ProgressDisplay:
 
         table.add_row("iteration", _fmt_int(stats.get("iteration")), "")
         table.add_row("return (mean)", ret_text, bar(stats.get("return"), "stop_return"))
+        if stats.get("evaluation") is not None:
+            table.add_row("evaluation return", _fmt_float(stats.get("evaluation"), 1), "")
         table.add_row("env steps", steps_text, bar(stats.get("steps"), "stop_steps"))
         table.add_row("throughput", f"{_fmt_int(stats.get('throughput'))} steps/s", "")
         table.add_row("time", time_text, bar(stats.get("time"), "stop_time"))

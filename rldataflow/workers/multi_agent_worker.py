@@ -594,7 +594,8 @@ class MultiAgentRolloutWorker(WorkerBase):
         self.num_steps_sampled = int(state.get("num_steps_sampled", 0))
 
     # -- evaluation ---------------------------------------------------------------------------
-    def _run_eval(self, num_episodes: int, max_episode_steps: int | None
+    def _run_eval(self, num_episodes: int, max_episode_steps: int | None,
+                  explore: bool = False, lengths: list[int] | None = None
                   ) -> tuple[list[float], dict[str, list[float]]]:
         env = make_multi_agent_env(self.env_spec, self.env_config)
         seed = self.next_eval_seed()
@@ -615,7 +616,7 @@ class MultiAgentRolloutWorker(WorkerBase):
                     actions = {}
                     for pid, agents in groups.items():
                         pre = self._pre[pid]([st.obs[a] for a in agents])
-                        acts, _ = self.policies[pid].compute_actions(pre, explore=False)
+                        acts, _ = self.policies[pid].compute_actions(pre, explore=explore)
                         actions.update(zip(agents, self._to_env[pid](acts), strict=True))
                     nobs, rew, te, tr, _ = env.step(actions)
                     for agent, r in rew.items():
@@ -627,6 +628,8 @@ class MultiAgentRolloutWorker(WorkerBase):
                     if max_episode_steps is not None and steps >= max_episode_steps:
                         break
                 totals.append(total)
+                if lengths is not None:
+                    lengths.append(steps)
                 for agent, ret in agent_ret.items():
                     per_policy[st.mapping[agent]].append(ret)
                 obs, _ = env.reset()
@@ -638,6 +641,18 @@ class MultiAgentRolloutWorker(WorkerBase):
         """Returns (summed over agents) of ``num_episodes`` env episodes with deterministic
         actions on a fresh env, seeded like ``RolloutWorker.evaluate``."""
         return self._run_eval(num_episodes, max_episode_steps)[0]
+
+    def evaluate_episodes(self, num_episodes: int, explore: bool = False,
+                          max_episode_steps: int | None = None, render: bool = False
+                          ) -> list[tuple[float, int, None]]:
+        """``(return summed over agents, env steps, None)`` of ``num_episodes`` episodes,
+        seeded like :meth:`evaluate`; ``explore`` samples actions instead of taking the mode.
+        Multi-agent episodes are not rendered (``render`` must be False)."""
+        if render:
+            raise ValueError("rendering video is supported for single-agent envs only")
+        lengths: list[int] = []
+        totals = self._run_eval(num_episodes, max_episode_steps, explore, lengths)[0]
+        return [(r, n, None) for r, n in zip(totals, lengths, strict=True)]
 
     def evaluate_per_policy(self, num_episodes: int, max_episode_steps: int | None = None
                             ) -> dict[str, list[float]]:

@@ -185,13 +185,25 @@ class PerturbationWorker(WorkerBase):
     def evaluate(self, num_episodes: int, max_episode_steps: int | None = None) -> list[float]:
         """Returns of ``num_episodes`` episodes of the unperturbed ``theta`` on a fresh env
         (seeded from the worker seed and the number of earlier calls, like rollout workers)."""
+        return [r for r, _, _ in self.evaluate_episodes(num_episodes,
+                                                         max_episode_steps=max_episode_steps)]
+
+    def evaluate_episodes(self, num_episodes: int, explore: bool = False,
+                          max_episode_steps: int | None = None, render: bool = False
+                          ) -> list[tuple[float, int, None]]:
+        """``(return, length, None)`` of ``num_episodes`` episodes of ``theta``, seeded like
+        :meth:`evaluate`. The policy is deterministic, so ``explore`` changes nothing; frames
+        are not rendered (``render`` must be False)."""
+        if render:
+            raise ValueError("rendering video is supported for rollout workers only, not "
+                             "PerturbationWorker (ES/ARS)")
         env = make_env(self.env_spec, self.env_config)
         seed = self.next_eval_seed()
         cap, self.max_episode_steps = self.max_episode_steps, (
             max_episode_steps or self.max_episode_steps)
         try:
-            return [self.rollout(self.policy.theta, env=env, seed=seed + i, record_obs=False)[0]
-                    for i in range(num_episodes)]
+            return [(*self.rollout(self.policy.theta, env=env, seed=seed + i, record_obs=False),
+                     None) for i in range(num_episodes)]
         finally:
             self.max_episode_steps = cap
             env.close()

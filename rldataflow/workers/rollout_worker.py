@@ -6,11 +6,13 @@ It is a plain class; runtimes turn it into an actor (inline object, local proces
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import gymnasium
 import numpy as np
+import torch
 
 from rldataflow.data.dataset import DatasetOutput
 from rldataflow.data.sample_batch import SampleBatch
@@ -20,6 +22,7 @@ from rldataflow.envs.vector_env import make_vector_env
 from rldataflow.policies.normalization import RewardScaler
 from rldataflow.policies.policy import TorchPolicy
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
+from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 
 __all__ = ["BATCH_MODES", "PolicyFactory", "RolloutWorker", "worker_seed"]
 
@@ -270,13 +273,25 @@ class RolloutWorker(WorkerBase):
             batch = self.policy.postprocess_trajectory(batch)
         return batch
 
-    def sample_and_compute_gradients(self) -> tuple[list[np.ndarray], dict[str, Any]]:
-        """Sample a batch and compute the policy's gradients on it (A3C-style).
+    _grad_writer: Any = None
+    _grad_writer_output: Any = None
+
+    def sample_and_compute_gradients(self, output: DatasetOutput | None = None
+                                     ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Sample a batch and compute the policy's gradients on it (A3C-style); with
+        ``output``, also write the batch to that dataset.
 
         Returns ``(grads, info)`` with ``info`` = ``{"count": rows, "stats": batch.stats,
         "learner_stats": loss stats, "weights_version": version}``.
         """
         batch = self.sample()
+        if output is not None:  # the batch never leaves this worker: write it here
+            if self._grad_writer is None or self._grad_writer_output != output:
+                self._grad_writer = output.writer(
+                    tag=f"w{self.worker_index}-{os.getpid()}-{os.urandom(3).hex()}")
+                self._grad_writer_output = output
+            self._grad_writer.write(batch)
+            self._grad_writer.flush()
         grads, learner_stats = self.policy.compute_gradients(batch)
         return grads, {
             "count": batch.count,
@@ -284,6 +299,58 @@ class RolloutWorker(WorkerBase):
             "learner_stats": learner_stats,
             "weights_version": self.policy.weights_version,
         }
+
+    # -- decentralized training in a gradient group (DD-PPO) -------------------------------------
+    def group_address(self) -> tuple[str, int]:
+        """``(this node's IP, a free port on it)``: where a group this worker hosts (as rank 0)
+        can rendezvous, seen from other nodes."""
+        ip = node_ip()
+        return ip, free_port(ip)
+
+    def join_group(self, spec: GroupSpec, rank: int) -> int:
+        """Leave any group, join the one ``spec`` names as ``rank`` (blocks until every member
+        joined), then take rank 0's weights, so members start equal. Returns the world size."""
+        self.leave_group()
+        torch.set_num_threads(1)  # a group member shares the cores with its peers
+        self._group = spec.join(rank)
+        self._group.broadcast([p.data for p in self.policy.model.parameters()], src=0)
+        return self._group.world_size
+
+    def leave_group(self) -> None:
+        group = getattr(self, "_group", None)
+        if group is not None:
+            group.close()
+        self._group = None
+
+    def sample_and_learn(self, num_epochs: int = 1, minibatch_size: int | None = None,
+                         prepare: Callable[[SampleBatch], SampleBatch] | None = None
+                         ) -> dict[str, Any]:
+        """Sample a batch, ``prepare`` it (e.g. standardize advantages) and run minibatch SGD
+        on it with every minibatch's gradients averaged over the worker's group
+        (:meth:`join_group`), so every member takes the same step. All members must be
+        called alike (same epochs, minibatches and batch size).
+
+        Returns ``{"count", "stats", "learner_stats", "weights_version", "timers"}``; the
+        timers are seconds spent sampling, learning and, within learning, in all-reduces
+        (waiting for the peers included).
+        """
+        group = getattr(self, "_group", None)
+        if group is None:
+            raise RuntimeError(f"worker {self.worker_index} is in no gradient group; call "
+                               "join_group first")
+        start = time.perf_counter()
+        batch = self.sample()
+        if prepare is not None:
+            batch = prepare(batch)
+        sampled = time.perf_counter()
+        waited = group.allreduce_s
+        learner_stats = self.policy.learn_on_batch(batch, num_epochs=num_epochs,
+                                                   minibatch_size=minibatch_size,
+                                                   grad_reducer=group.allreduce_mean)
+        return {"count": batch.count, "stats": batch.stats, "learner_stats": learner_stats,
+                "weights_version": self.policy.weights_version,
+                "timers": {"sample": sampled - start, "learn": time.perf_counter() - sampled,
+                           "allreduce": group.allreduce_s - waited}}
 
     # -- policy passthrough -------------------------------------------------------------------
     #: The id of the single policy (multi-agent workers hold several, see ``policy_ids``).
@@ -334,7 +401,17 @@ class RolloutWorker(WorkerBase):
         results are reproducible and successive calls see different episodes.
         ``max_episode_steps`` caps episodes of envs without a time limit.
         """
-        return [ret for ret, _ in self._episodes(num_episodes, False, max_episode_steps, False)]
+        return [ret for ret, _, _ in self.evaluate_episodes(num_episodes, False,
+                                                             max_episode_steps)]
+
+    def evaluate_episodes(self, num_episodes: int, explore: bool = False,
+                          max_episode_steps: int | None = None, render: bool = False
+                          ) -> list[tuple[float, int, list[np.ndarray] | None]]:
+        """``(return, length, frames)`` of ``num_episodes`` episodes on a fresh env, seeded like
+        :meth:`evaluate`; ``explore`` samples actions instead of taking the mode. ``render``:
+        make the env with ``render_mode="rgb_array"`` and keep its frames (else None)."""
+        return [(ret, n, frames) for ret, n, _, frames
+                in self._episodes(num_episodes, explore, max_episode_steps, False, render)]
 
     def record(self, num_episodes: int, output: DatasetOutput, explore: bool = True,
                max_episode_steps: int | None = None) -> dict[str, Any]:
@@ -349,7 +426,7 @@ class RolloutWorker(WorkerBase):
         """
         writer = output.writer(tag=f"w{self.worker_index}-{os.getpid()}-{os.urandom(3).hex()}")
         returns = []
-        for ret, cols in self._episodes(num_episodes, explore, max_episode_steps, True):
+        for ret, _, cols, _ in self._episodes(num_episodes, explore, max_episode_steps, True):
             returns.append(ret)
             n = len(cols[SampleBatch.REWARDS])
             if writer._held_rows and writer._held_rows + n > output.max_rows_per_file:
@@ -361,10 +438,14 @@ class RolloutWorker(WorkerBase):
                 "episode_return_mean": float(np.mean(returns)) if returns else float("nan")}
 
     def _episodes(self, num_episodes: int, explore: bool, max_episode_steps: int | None,
-                  collect: bool) -> Iterator[tuple[float, dict[str, np.ndarray] | None]]:
-        """``(return, columns or None)`` of each of ``num_episodes`` episodes on a fresh env
-        seeded by :meth:`next_eval_seed`; ``collect`` keeps the steps as dataset columns."""
-        env = make_env(self.env_spec, self.env_config)
+                  collect: bool, render: bool = False
+                  ) -> Iterator[tuple[float, int, dict[str, np.ndarray] | None,
+                                      list[np.ndarray] | None]]:
+        """``(return, length, columns or None, frames or None)`` of each of ``num_episodes``
+        episodes on a fresh env seeded by :meth:`next_eval_seed`; ``collect`` keeps the steps
+        as dataset columns, ``render`` the env's rgb frames."""
+        env_config = {**self.env_config, "render_mode": "rgb_array"} if render else self.env_config
+        env = make_env(self.env_spec, env_config)
         pre = obs_preprocessor(env.observation_space)
         seed = self.next_eval_seed()
         eps_base = (self.worker_index << 40) | ((seed % (1 << 24)) << 12)
@@ -373,12 +454,15 @@ class RolloutWorker(WorkerBase):
             for episode in range(num_episodes):
                 total, steps, done = 0.0, 0, False
                 steps_cols: list[dict[str, Any]] = []
+                frames = [env.render()] if render else None
                 while not done:
                     obs = pre([raw])
                     action, extras = self.policy.compute_actions(obs, explore=explore)
                     raw, reward, term, trunc, _ = env.step(self._to_env_actions(action)[0])
                     total += float(reward)
                     steps += 1
+                    if frames is not None:
+                        frames.append(env.render())
                     capped = max_episode_steps is not None and steps >= max_episode_steps
                     done = term or trunc or capped
                     if collect:
@@ -386,7 +470,10 @@ class RolloutWorker(WorkerBase):
                                 if trunc and not term and SampleBatch.VF_PREDS in extras
                                 else np.float32(0.0))
                         steps_cols.append({
-                            SampleBatch.OBS: obs[0], SampleBatch.ACTIONS: action[0],
+                            # next_obs: the final obs on termination/truncation, for Q-learning
+                            # from the dataset (CQL)
+                            SampleBatch.OBS: obs[0], SampleBatch.NEXT_OBS: pre([raw])[0],
+                            SampleBatch.ACTIONS: action[0],
                             SampleBatch.REWARDS: np.float32(reward),
                             SampleBatch.TERMINATEDS: bool(term),
                             SampleBatch.TRUNCATEDS: bool(trunc or (capped and not term)),
@@ -398,13 +485,14 @@ class RolloutWorker(WorkerBase):
                     cols = {k: np.stack([c[k] for c in steps_cols]) for k in steps_cols[0]}
                     cols[SampleBatch.EPS_ID] = np.full(steps, eps_base + episode, np.int64)
                     cols[SampleBatch.T] = np.arange(steps, dtype=np.int64)
-                yield total, cols
+                yield total, steps, cols, frames
                 raw, _ = env.reset()
         finally:
             env.close()
 
     def stop(self) -> None:
-        """Close the envs."""
+        """Leave the gradient group, close the envs."""
+        self.leave_group()
         self.vector_env.close()
 
     def __repr__(self) -> str:

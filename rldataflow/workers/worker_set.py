@@ -40,6 +40,8 @@ class WorkerSet:
             is set per worker: 0 local, 1..N remote).
         restart_failed: replace dead remote workers (otherwise their death is an error).
         worker_cls: the worker class (a RolloutWorker subclass, e.g. a multi-agent one).
+        kind: what the remote workers are, for log lines and actor names ("rollout worker";
+            "evaluation worker" names them ``evaluation-<class>-<i>``).
         output: where sampled batches are also written (a
             :class:`~rldataflow.data.dataset.DatasetOutput`; the ``output`` config key), by
             each worker for its own batches (``ParallelRollouts`` applies the writing).
@@ -47,13 +49,17 @@ class WorkerSet:
 
     def __init__(self, runtime: Runtime, num_workers: int, worker_kwargs: dict[str, Any],
                  restart_failed: bool = True, worker_cls: type = RolloutWorker,
-                 output: DatasetOutput | None = None) -> None:
+                 output: DatasetOutput | None = None, kind: str = "rollout worker") -> None:
         if num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {num_workers}")
         self.runtime = runtime
         self.output = output
         self.worker_cls = worker_cls
         self.worker_kwargs = dict(worker_kwargs)
+        self.kind = kind
+        # remote actors are named after what they are ("evaluation-RolloutWorker-1"), so the
+        # error of a dead one says which set it belonged to
+        self._name_prefix = "" if kind == "rollout worker" else kind.split()[0] + "-"
         self._local = worker_cls(**self.worker_kwargs, worker_index=0)
         # Remote worker i + 1 holds slot i; a replacement gets the next seed in line and the
         # local policy's current weights.
@@ -61,7 +67,7 @@ class WorkerSet:
             self.pool = ActorPool(runtime, num_workers,
                                   lambda slot, restarts: self._create(slot + 1, restarts),
                                   on_restart=lambda slot, actor: self.sync_weights([actor]),
-                                  restart_failed=restart_failed, kind="rollout worker")
+                                  restart_failed=restart_failed, kind=kind)
         except BaseException:
             self._local.stop()
             raise
@@ -72,7 +78,7 @@ class WorkerSet:
         kwargs = dict(self.worker_kwargs)
         kwargs["seed"] = int(kwargs.get("seed", 0)) + restarts * RESTART_SEED_STRIDE
         return self.runtime.create_actor(self.worker_cls, **kwargs, worker_index=index,
-                                         name=f"{self.worker_cls.__name__}-{index}")
+                                         name=f"{self._name_prefix}{self.worker_cls.__name__}-{index}")
 
     # -- access ---------------------------------------------------------------------------
     def local_worker(self) -> RolloutWorker:

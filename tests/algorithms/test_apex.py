@@ -94,7 +94,7 @@ def test_learner_death_is_one_error_naming_the_thread():
             raise RuntimeError("the learner broke")
 
         policy.learn_on_batch = broken
-        with pytest.raises(OperatorError, match="thread 'learner' stopped.*the learner broke"):
+        with pytest.raises(OperatorError, match="thread 'apex-learner' stopped.*the learner broke"):
             for _ in range(20):
                 algo.train()
 

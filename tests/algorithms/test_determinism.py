@@ -14,6 +14,7 @@ SETTINGS = {
                            min_steps_per_iteration=256),
     "a3c": dict(min_steps_per_iteration=256),
     "ppo": dict(train_batch_size=256, minibatch_size=64, num_epochs=2, kl_coeff=0.2),
+    "ddppo": dict(minibatch_size=16, num_epochs=2),
 }
 COMMON = dict(env="CartPole-v1", runtime="inline", num_workers=2, num_envs_per_worker=2,
               rollout_fragment_length=16)

@@ -157,7 +157,7 @@ def random_cartpole_dataset(path, n=3000, seed=0):
 def test_results_carry_an_evaluation_return_run_on_the_workers(tmp_path):
     random_cartpole_dataset(tmp_path / "ds")
     with rldataflow.build("bc", env="CartPole-v1", input=str(tmp_path / "ds"),
-                          runtime="process", num_workers=2, evaluation_interval=2,
+                          runtime="process", evaluation_num_workers=2, evaluation_interval=2,
                           evaluation_num_episodes=3) as algo:
         first = algo.train()
         second = algo.train()

@@ -260,3 +260,32 @@ def test_ppo_with_output_writes_every_sampled_batch(tmp_path, fmt):
     assert whole["obs"].shape == (sampled, 4) and whole["obs"].dtype == np.float32
     assert {"action_logp", "env_id", "vf_preds"} <= set(whole)
     assert max(DatasetReader(f).num_rows() for f in reader.files) <= 300
+
+
+@pytest.mark.parametrize("name,config", [
+    ("a3c", dict(num_workers=2)),
+    ("a3c", dict(num_workers=0)),
+    ("impala", dict(num_workers=2, num_aggregation_workers=1, train_batch_size=200)),
+])
+def test_output_is_written_where_batches_stay_on_workers(tmp_path, name, config):
+    """A3C's batches never leave the workers and IMPALA's aggregators gather theirs: the
+    workers write them all (inline runtime: no request runs ahead of the plan)."""
+    import rldataflow
+
+    out = tmp_path / "out"
+    with rldataflow.build(name, env="CartPole-v1", runtime="inline", output=str(out),
+                          rollout_fragment_length=50, min_steps_per_iteration=0,
+                          **config) as algo:
+        for _ in range(3):
+            result = algo.train()
+        cfg = algo.config
+    sampled = result["env_steps_sampled"]
+    rows = DatasetReader(out).num_rows()
+    assert sampled > 0
+    if name == "a3c":
+        assert rows == sampled
+    else:  # an aggregator runs ahead: its requests in flight and its part-built train batch
+        ahead = (cfg.num_workers * cfg.num_async * cfg.num_envs_per_worker
+                 * cfg.rollout_fragment_length + cfg.train_batch_size)
+        assert sampled <= rows <= sampled + ahead
+    assert {"obs", "actions", "rewards", "eps_id"} <= set(read_all(out))

@@ -13,8 +13,10 @@ import psutil
 import pytest
 
 from rldataflow.data import SampleBatch as SB
+from rldataflow.flow import OperatorError
 from rldataflow.ops import AggregatorSet
 from rldataflow.ops.aggregation import split_worker_indexes
+from rldataflow.runtime import ActorDiedError
 from rldataflow.workers import RolloutWorker
 
 FRAGMENT = 10
@@ -138,5 +140,34 @@ def test_dead_worker_and_dead_aggregator_are_replaced():
                 assert next(stream).count >= 40
             assert aggs.num_restarts == 1 and aggs.actors[1] is not old
             assert (next(stream)["sampled_by"] >= 1).all()  # restarted group got the weights
+        finally:
+            aggs.stop()
+
+
+@pytest.mark.parametrize("victim", ["aggregator", "worker"])
+def test_without_restarts_a_death_is_one_error_naming_the_dead_actor(victim):
+    """The aggregators follow the one failure policy (``restart_failed``): off, the death of
+    an aggregator, or of a worker it owns, ends the stream with the error naming that actor."""
+    from rldataflow.runtime import get_runtime
+
+    with get_runtime("process") as rt:
+        aggs = AggregatorSet(rt, 2, RolloutWorker, dict(KW, policy_factory=_factory),
+                             num_workers=2, num_async=2, min_batch_size=40,
+                             weights_fn=lambda: _weights_of(1), restart_failed=False)
+        try:
+            stream = aggs.gather()
+            next(stream)
+            if victim == "aggregator":
+                os.kill(rt.pid(aggs.actors[1]), signal.SIGKILL)
+                name = "AggregationWorker-1"
+            else:
+                os.kill(aggs.actors[0].call("worker_pids").result()[0], signal.SIGKILL)
+                name = "RolloutWorker-1"
+            # (a worker's death reaches the driver inside the aggregator's own stream error)
+            with pytest.raises((ActorDiedError, OperatorError), match=name) as err:
+                for _ in range(200):
+                    next(stream)
+            assert "SIGKILL" in str(err.value) and "\n" not in str(err.value)
+            assert aggs.num_restarts == 0
         finally:
             aggs.stop()

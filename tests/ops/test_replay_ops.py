@@ -16,7 +16,7 @@ from rldataflow.ops import (
     ThrottleSampling,
     UpdatePriorities,
 )
-from rldataflow.ops.replay import PRIORITY_EPS, ROWS_ADDED, TD_ERROR
+from rldataflow.ops.replay import PRIORITY_EPS, ROWS_ADDED, ROWS_LOST, TD_ERROR
 
 
 def rows(value: float, n: int = 10) -> SampleBatch:
@@ -224,6 +224,23 @@ def test_throttle_sampling_waits_for_training():
     assert counters["env_steps_sampled"] == 30  # nothing more was pulled from upstream
     counters["env_steps_trained"] = 20  # now 30 may be sampled
     assert next(raw)["rewards"][0] == 3.0
+    assert next(raw) is NOT_READY
+
+
+def test_throttle_sampling_lets_rows_lost_with_a_dead_shard_be_sampled_again():
+    """Regression (found by benchmarks/faults.py): with every shard restarted empty the
+    learner had nothing to replay and sampling waited for the learner: a deadlock."""
+    src = from_local_iterable([rows(i) for i in range(100)], name="rollouts")
+    sampled = src.for_each(CountSampled()).for_each(ThrottleSampling(2.0, warmup_steps=20))
+    counters = sampled.metrics.counters
+    raw = sampled._internal()
+    assert [next(raw)["rewards"][0] for _ in range(3)] == [0.0, 1.0, 2.0]
+    assert next(raw) is NOT_READY  # 30 sampled > 20 + 0 / 2
+    counters[ROWS_LOST] = 20  # a shard died with 20 rows: 2 more batches to refill it
+    assert [next(raw)["rewards"][0] for _ in range(2)] == [3.0, 4.0]
+    assert next(raw) is NOT_READY
+    counters[ROWS_LOST] += 1000  # a big shard died: the warm-up again (20 rows), not 1000
+    assert [next(raw)["rewards"][0] for _ in range(2)] == [5.0, 6.0]
     assert next(raw) is NOT_READY
 
 

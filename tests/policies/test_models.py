@@ -66,3 +66,14 @@ def test_q_model_dueling():
         out.mean(-1), q.value_head(feats).squeeze(-1) + adv.mean(-1) - adv.mean(-1)
     )
     assert QModel((4,), np.float32, 2)(x).shape == (5, 2)
+
+
+def test_cnn_takes_float_images_unscaled():
+    enc = make_encoder((42, 42, 3), np.float32)
+    assert isinstance(enc, CNN) and enc.scale == 1.0
+    img = torch.rand(2, 42, 42, 3)
+    as_uint8 = CNN((42, 42, 3), obs_dtype=np.uint8)
+    as_uint8.load_state_dict(enc.state_dict())
+    # the same weights see a uint8 frame of v * 255 as the float frame v
+    torch.testing.assert_close(as_uint8((img * 255).round().to(torch.uint8)),
+                               enc((img * 255).round() / 255), rtol=1e-5, atol=1e-5)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 import time
@@ -437,3 +438,19 @@ def test_functions_of_modules_registered_by_value_are_not_sent_by_name():
         assert wire.importable_by_name(module_level_helper)  # other modules keep the fast path
     finally:
         cloudpickle.unregister_pickle_by_value(sys.modules["tests_pkg_by_value"])
+
+
+def test_pid_names_the_process_an_actor_runs_in(runtime):
+    actor = runtime.create_actor(Counter)
+    pid = runtime.pid(actor)
+    if runtime.name == "inline":
+        assert pid is None  # it lives in the driver: nothing to kill but the driver
+        return
+    assert pid == runtime.call(actor, lambda inst: os.getpid()).result(timeout=60)
+    assert pid != os.getpid()
+    os.kill(pid, signal.SIGKILL)
+    with pytest.raises(ActorDiedError, match="Counter"):
+        for _ in range(200):  # until the death is noticed
+            actor.call("incr").result(timeout=30)
+            time.sleep(0.05)
+    runtime.kill(actor)
