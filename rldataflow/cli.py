@@ -11,6 +11,8 @@
     rldataflow plan ppo            # the algorithm's dataflow, as a tree
     rldataflow train --config examples/ppo_and_dqn.yaml   # PPO + DQN in one plan (composite)
     rldataflow plot runs/a runs/b --out curves.png
+    rldataflow tuned                                   # tuned example configs and their results
+    rldataflow train --config ppo-lunarlander          # run one (rldataflow/tuned/*.yaml)
     rldataflow tune ppo --env CartPole-v1 --grid lr=[1e-3,3e-4] --grid num_epochs=[5,10] \
         --stop-iters 10                          # a sweep (docs/tune.md)
     rldataflow train ppo --runtime ray --address auto   # on a Ray cluster (docs/cluster.md)
@@ -139,6 +141,7 @@ def _parser() -> argparse.ArgumentParser:
     _add_cluster_and_wandb_flags(tune)
 
     sub.add_parser("list", help="list the algorithms")
+    sub.add_parser("tuned", help="list the tuned example configs and what each reached")
     return parser
 
 
@@ -164,7 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     handlers = {"train": _train, "evaluate": _evaluate, "record": _record, "config": _config,
                 "plan": _plan, "tune": _tune,
-                "plot": _plot, "list": _list}
+                "plot": _plot, "list": _list, "tuned": _tuned}
     try:
         return handlers[args.command](args)
     except KeyboardInterrupt:
@@ -216,7 +219,16 @@ def _overrides(args: argparse.Namespace,
     )
 
     if from_file is None:
-        from_file = load_yaml_config(args.config) if getattr(args, "config", None) else {}
+        config_file = getattr(args, "config", None)
+        if config_file and not Path(config_file).exists():
+            from rldataflow.tuned import tuned_path
+
+            packaged = tuned_path(config_file)  # `--config ppo-lunarlander`: a tuned example
+            if packaged is not None:
+                config_file = args.config = str(packaged)
+        from_file = load_yaml_config(config_file) if config_file else {}
+    args.file_stop = _file_stop(getattr(args, "config", None), from_file.pop("stop", None))
+    from_file.pop("expected", None)  # what a tuned config reached: documentation only
     file_algo = from_file.pop("algorithm", None)
     if file_algo is not None:  # a config file may name its algorithm (`algorithm: composite`)
         given = getattr(args, "algo", None)
@@ -254,6 +266,31 @@ def _wandb_options(args: argparse.Namespace) -> dict[str, Any] | None:
 
         raise ConfigError('--wandb needs the W&B SDK: pip install "rldataflow[wandb]"')
     return {"project": args.wandb_project}
+
+
+#: ``stop:`` keys of a config file and the StopConditions field each sets
+_FILE_STOP_KEYS = {"return": "stop_return", "steps": "stop_steps", "time": "stop_time",
+                   "iters": "stop_iters"}
+
+
+def _file_stop(path: str | None, stop: Any) -> dict[str, Any]:
+    """The ``stop:`` section of a config file as StopConditions fields (flags override it)."""
+    from rldataflow.utils.config import ConfigError
+
+    if stop is None:
+        return {}
+    if not isinstance(stop, dict):
+        raise ConfigError(f"{path}: `stop` must be a mapping such as {{return: 200, steps: "
+                          f"1000000}}, got {stop!r}")
+    out = {}
+    for key, value in stop.items():
+        if key not in _FILE_STOP_KEYS:
+            raise ConfigError(f"{path}: unknown stop condition {key!r}; use "
+                              f"{', '.join(_FILE_STOP_KEYS)}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: stop condition {key!r} must be a number, got {value!r}")
+        out[_FILE_STOP_KEYS[key]] = int(value) if key in ("steps", "iters") else float(value)
+    return out
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -306,8 +343,9 @@ def _train_with(args: argparse.Namespace, overrides: dict[str, Any], runtime: An
         algo = Algorithm(args.algo, config, runtime=runtime, owns_runtime=runtime is not None)
         algo_name = args.algo.lower()
 
-    stop = StopConditions(stop_return=args.stop_return, stop_steps=args.stop_steps,
-                          stop_time=args.stop_time, stop_iters=args.stop_iters)
+    from_flags = {f: getattr(args, f) for f in _FILE_STOP_KEYS.values()
+                  if getattr(args, f) is not None}
+    stop = StopConditions(**{**getattr(args, "file_stop", {}), **from_flags})
     if stop.empty:
         print("note: no stop condition given; training until Ctrl-C", file=sys.stderr)
     _print_placement(algo)
@@ -453,6 +491,24 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.video:
         print(f"video: {video['path']} ({video['frames']} frames, returns "
               f"{', '.join(f'{r:.1f}' for r in video['episode_returns'])})")
+    return EXIT_OK
+
+
+def _tuned(args: argparse.Namespace) -> int:
+    import yaml
+
+    from rldataflow.tuned import tuned_configs
+
+    print(f"{'config':24} {'algorithm':10} {'env':22} {'budget':>12} {'reached':>22}")
+    for name, path in tuned_configs().items():
+        data = yaml.safe_load(path.read_text()) or {}
+        stop, expected = data.get("stop") or {}, data.get("expected") or {}
+        budget = f"{stop['steps']:,} steps" if "steps" in stop else "-"
+        reached = (f"{expected['return']:g} at {expected['env_steps']:,}"
+                   if "return" in expected and "env_steps" in expected else "not measured")
+        print(f"{name:24} {data.get('algorithm', '?'):10} {data.get('env', '?'):22} "
+              f"{budget:>12} {reached:>22}")
+    print("run one: rldataflow train --config NAME")
     return EXIT_OK
 
 

@@ -33,6 +33,7 @@ from typing import Any
 import torch
 
 from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.options import TrainingAids, aid_policy_config
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
@@ -54,7 +55,7 @@ _h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
-class Config(AlgorithmConfig):
+class Config(TrainingAids, AlgorithmConfig):
     """A2C settings; the defaults reach a CartPole-v1 mean return of 400 in about 135k steps.
 
     Mnih et al. used RMSProp, 5-step returns and an entropy weight of 0.01. Here: Adam, 32-step
@@ -87,6 +88,7 @@ class Config(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_aids()
         validate_actor_critic(self)
         if self.microbatch_size is not None and not (
                 1 <= self.microbatch_size <= self.train_batch_size):
@@ -116,7 +118,8 @@ def policy_factory(config: Any):
         hiddens=config.hiddens, activation=config.activation, lr=config.lr,
         gamma=config.gamma, lambda_=config.lambda_, use_gae=config.use_gae, use_critic=True,
         grad_clip=config.grad_clip, vf_loss_coeff=config.vf_loss_coeff,
-        entropy_coeff=config.entropy_coeff)
+        entropy_coeff=config.entropy_coeff,
+        **aid_policy_config(config))
 
     def make(obs_space, action_space) -> TorchPolicy:
         return TorchPolicy(obs_space, action_space, policy_config, loss_fn=a2c_loss,

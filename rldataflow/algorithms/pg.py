@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rldataflow.algorithms.base import AlgorithmBuilder
+from rldataflow.algorithms.options import TrainingAids, aid_policy_config
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
@@ -36,7 +37,7 @@ _h = describe_field  # help text and numeric bounds of a config field
 
 
 @dataclass
-class Config(AlgorithmConfig):
+class Config(TrainingAids, AlgorithmConfig):
     """PG settings; the defaults reach a CartPole-v1 mean return of 150 in about 75k steps.
 
     One SGD step per train batch (on-policy: the batch is thrown away after it), as in
@@ -60,6 +61,7 @@ class Config(AlgorithmConfig):
 
     def validate(self) -> None:
         super().validate()
+        self.validate_aids()
         if self.vf_loss_coeff < 0:
             raise ConfigError("config key 'vf_loss_coeff' must be >= 0")
         if self.grad_clip is not None and self.grad_clip <= 0:
@@ -77,7 +79,8 @@ def policy_factory(config: Config):
         hiddens=config.hiddens, activation=config.activation, lr=config.lr,
         gamma=config.gamma, use_gae=False, use_critic=config.use_critic,
         grad_clip=config.grad_clip, vf_loss_coeff=config.vf_loss_coeff,
-        entropy_coeff=config.entropy_coeff)
+        entropy_coeff=config.entropy_coeff,
+        **aid_policy_config(config))
 
     def make(obs_space, action_space) -> TorchPolicy:
         return TorchPolicy(obs_space, action_space, policy_config, loss_fn=pg_loss,

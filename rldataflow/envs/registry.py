@@ -67,7 +67,8 @@ def _unknown_env_error(name: str) -> EnvError:
 
 #: Gymnasium env families that need an optional extra: entry-point module prefix ->
 #: (rldataflow extra, what it installs)
-_ENV_EXTRAS = {"gymnasium.envs.mujoco": ("mujoco", "MuJoCo")}
+_ENV_EXTRAS = {"gymnasium.envs.mujoco": ("mujoco", "MuJoCo"),
+               "gymnasium.envs.box2d": ("box2d", "Box2D")}
 
 
 def _first_line(err: BaseException) -> str:

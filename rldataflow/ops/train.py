@@ -42,8 +42,11 @@ class TrainOneStep(Operator):
     def __call__(self, batch: SampleBatch) -> tuple[SampleBatch, dict[str, float]]:
         metrics = self.metrics
         timer = metrics.timers["learn"]
+        local = self.workers.local_worker()
+        for policy in local.policies.values():  # the clock of lr / entropy schedules
+            policy.global_timestep = metrics.counters["env_steps_sampled"]
         with timer:
-            stats = self.workers.local_worker().learn_on_batch(
+            stats = local.learn_on_batch(
                 batch, policy_id=self.policy_id, num_epochs=self.num_epochs,
                 minibatch_size=self.minibatch_size)
         timer.push_units(batch.count)

@@ -23,6 +23,8 @@ import torch
 
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.policies.kl_controller import AdaptiveKLCoeff
+from rldataflow.policies.normalization import find_obs_normalizer
+from rldataflow.policies.schedules import PiecewiseSchedule
 from rldataflow.policies.target_network import TargetNetwork
 
 if TYPE_CHECKING:
@@ -89,6 +91,30 @@ class Learner:
         self.fused_adam = fused_adam
         self._params = [p for p in policy.model.parameters() if p.requires_grad]
         self._optimizers: dict[str, torch.optim.Optimizer] | None = None
+        cfg = policy.config
+        self._lr_schedule = (PiecewiseSchedule(cfg["lr_schedule"])
+                             if cfg.get("lr_schedule") else None)
+        self._entropy_schedule = (PiecewiseSchedule(cfg["entropy_coeff_schedule"])
+                                  if cfg.get("entropy_coeff_schedule") else None)
+
+    # -- before an update: schedules and normalizer statistics ----------------------------
+    def prepare(self, batch: SampleBatch) -> dict[str, float]:
+        """Set scheduled hyperparameters for ``policy.global_timestep`` and fold the batch's
+        observations into the model's normalizer (if it has one); returns the values set."""
+        policy, out = self.policy, {}
+        t = policy.global_timestep
+        if self._lr_schedule is not None:
+            lr = self._lr_schedule(t)
+            for optimizer in self.optimizers.values():
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+            out["cur_lr"] = lr
+        if self._entropy_schedule is not None:
+            policy.config["entropy_coeff"] = out["entropy_coeff"] = self._entropy_schedule(t)
+        normalizer = find_obs_normalizer(policy.model)
+        if normalizer is not None and SampleBatch.OBS in batch:
+            normalizer.update(batch[SampleBatch.OBS])
+        return out
 
     # -- optimizers -------------------------------------------------------------------------
     @property
@@ -169,6 +195,7 @@ class Learner:
         rows_out: dict[str, np.ndarray] = {}
         steps = 0
         with self.lock:
+            prepared = self.prepare(batch)
             policy.model.train()
             for _ in range(num_epochs):
                 perm = (torch.from_numpy(policy.np_rng.permutation(n))
@@ -195,6 +222,7 @@ class Learner:
         for k, v in rows_out.items():
             batch[k] = v
         out = {k: v / steps for k, v in sums.items()}
+        out.update(prepared)
         out["num_grad_updates"] = steps
         out["weights_version"] = version
         return out

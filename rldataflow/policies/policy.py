@@ -23,6 +23,7 @@ from rldataflow.policies.distributions import ActionDistribution, dist_class_for
 from rldataflow.policies.learner import OPTIMIZERS, Learner
 from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.models import ActorCriticModel
+from rldataflow.policies.normalization import NormalizedModel, ObsNormalizer
 from rldataflow.policies.postprocessing import compute_advantages
 
 __all__ = [
@@ -51,6 +52,12 @@ DEFAULT_POLICY_CONFIG: dict[str, Any] = {
     "optimizer": "adam",
     "adam_eps": 1e-5,
     "init_log_std": 0.0,
+    # robustness aids (rldataflow.policies.normalization, rldataflow.policies.schedules)
+    "obs_normalization": False,
+    "obs_clip": 10.0,
+    "reward_scaling": False,
+    "lr_schedule": None,
+    "entropy_coeff_schedule": None,
     # used by the default actor_critic_loss only
     "vf_loss_coeff": 0.5,
     "entropy_coeff": 0.0,
@@ -170,6 +177,13 @@ class TorchPolicy:
             self.model: nn.Module = factory(
                 observation_space, action_space, self.dist_input_dim, self.config
             )
+        if self.config["obs_normalization"]:
+            if len(observation_space.shape) != 1:
+                raise ValueError(
+                    f"obs_normalization needs flat observations, got shape "
+                    f"{observation_space.shape} (images are scaled by 1/255 in the model)")
+            self.model = NormalizedModel(
+                self.model, ObsNormalizer(observation_space.shape, float(self.config["obs_clip"])))
         self.generator = torch.Generator().manual_seed(self.seed + 1)
         self.np_rng = np.random.default_rng(self.seed + 2)
         self.learner_options = dict(learner_options or {})
@@ -179,6 +193,9 @@ class TorchPolicy:
         self.lock = threading.RLock()
         self.weights_version = 0
         self.num_grad_updates = 0
+        # Env steps sampled so far by the whole run, set by the training operator before each
+        # update: the clock of lr / entropy schedules.
+        self.global_timestep = 0
         # Models take float32 vectors or uint8 images; anything else is cast on the way in.
         is_uint8 = np.dtype(observation_space.dtype) == np.uint8
         self._obs_dtype = np.dtype(np.uint8 if is_uint8 else np.float32)

@@ -19,6 +19,7 @@ from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.envs.registry import EnvSpec, make_env
 from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
 from rldataflow.envs.vector_env import TRUE_EPISODE_KEY, make_vector_env
+from rldataflow.policies.normalization import RewardScaler
 from rldataflow.policies.policy import TorchPolicy
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
 from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
@@ -106,6 +107,7 @@ class RolloutWorker(WorkerBase):
         self._to_env_actions = action_to_env_fn(self.action_space)
         self._obs: np.ndarray | None = None
         self._carry: list[dict[str, np.ndarray]] | None = None
+        self._scaler: RewardScaler | None = None  # made on first use when reward_scaling is on
 
     @property
     def policy(self) -> TorchPolicy:
@@ -140,6 +142,9 @@ class RolloutWorker(WorkerBase):
             next_obs, rewards, terms, truncs, final_obs, _ = venv.step(
                 self._to_env_actions(actions)
             )
+            if policy.config.get("reward_scaling"):
+                # Episode returns for reporting were taken inside venv.step, unscaled.
+                rewards = self._reward_scaler(policy)(rewards, terms | truncs)
             step_cols = {
                 SampleBatch.OBS: obs,
                 SampleBatch.ACTIONS: actions,
@@ -174,6 +179,11 @@ class RolloutWorker(WorkerBase):
         if steps < num_steps:
             cols = {k: v[:steps] for k, v in cols.items()}
         return cols, truncated_final, steps
+
+    def _reward_scaler(self, policy: TorchPolicy) -> RewardScaler:
+        if self._scaler is None:
+            self._scaler = RewardScaler(self.num_envs, float(policy.config["gamma"]))
+        return self._scaler
 
     def _bootstrap(
         self,

@@ -74,7 +74,8 @@ def test_each_policy_gets_its_own_algorithms_defaults_and_seed():
     branches = branch_configs(config)
     (ppo_module, ppo_cfg), (dqn_module, dqn_cfg) = branches["p"], branches["q"]
     assert ppo_module.__name__.endswith(".ppo") and dqn_module.__name__.endswith(".dqn")
-    assert ppo_cfg.lr == make_config("ppo").lr and ppo_cfg.num_epochs == 6
+    assert ppo_cfg.lr == make_config("ppo").lr
+    assert ppo_cfg.num_epochs == make_config("ppo").num_epochs
     assert dqn_cfg.lr == 5e-4 and dqn_cfg.n_step == make_config("dqn").n_step
     # shared rollout settings come from the top level, seeds differ per policy
     assert ppo_cfg.rollout_fragment_length == dqn_cfg.rollout_fragment_length == 32
