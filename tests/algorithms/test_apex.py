@@ -3,6 +3,8 @@ the learner thread's lifecycle and death, checkpoints, the command line, and lea
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import time
@@ -163,9 +165,6 @@ def test_apex_learns_cartpole():
 
 
 def _kill_replay_shard(algo, slot: int) -> None:
-    import os
-    import signal
-
     shard = algo.plan.replay_shards[slot]
     os.kill(algo.workers.runtime.pid(shard), signal.SIGKILL)
 
@@ -208,3 +207,32 @@ def test_a_killed_replay_shard_without_restarts_is_one_error_naming_it():
             for _ in range(10):
                 algo.train()
         assert "SIGKILL" in str(err.value)
+
+
+@pytest.mark.ray
+@pytest.mark.timeout(300)
+def test_on_ray_a_sigkilled_worker_and_shard_are_replaced_and_the_plan_goes_on(ray_runtime):
+    """Ray notices a SIGKILLed actor through its pending calls (no polling, no timeout):
+    the pool replaces it and the plan moves on within a few iterations."""
+    with rldataflow.build("apex", env="CartPole-v1", runtime="ray", seed=0,
+                          **QUICK) as algo:
+        check_running(algo, 2)
+        rt = algo.workers.runtime
+        previous = algo.train()
+        for kind, victim in (("worker", algo.workers.remote_workers()[0]),
+                             ("shard", algo.plan.replay_shards[0])):
+            restarts_before = algo.workers.num_restarts + algo.plan.shards.num_restarts
+            os.kill(rt.pid(victim), signal.SIGKILL)
+            for _ in range(4):  # a few iterations, each at least QUICK's min time
+                result = algo.train()
+                if (algo.workers.num_restarts + algo.plan.shards.num_restarts
+                        > restarts_before):
+                    break
+            assert (algo.workers.num_restarts + algo.plan.shards.num_restarts
+                    == restarts_before + 1), f"the killed {kind} was not replaced"
+            result = algo.train()
+            assert result["env_steps_sampled"] > previous["env_steps_sampled"], kind
+            assert result["env_steps_trained"] >= previous["env_steps_trained"], kind
+            previous = result
+        assert algo.workers.remote_workers()[0].is_alive()
+        assert algo.plan.replay_shards[0].is_alive()
