@@ -11,6 +11,14 @@ Example::
 This layer imports Gymnasium and numpy only (no torch).
 """
 
+from rldataflow.envs.memory import (
+    RECALL_CUE_ID,
+    STATELESS_CARTPOLE_ID,
+    RecallCueEnv,
+    StatelessCartPoleEnv,
+    make_recall_cue,
+    make_stateless_cartpole,
+)
 from rldataflow.envs.multi_agent import (
     MULTI_AGENT_CARTPOLE_ID,
     MultiAgentCartPole,
@@ -39,9 +47,17 @@ from rldataflow.envs.vector_env import VectorEnv, make_vector_env
 
 register(SLEEP_CARTPOLE_ID, make_sleep_cartpole)
 register(MULTI_AGENT_CARTPOLE_ID, make_multi_agent_cartpole)
+register(STATELESS_CARTPOLE_ID, make_stateless_cartpole)
+register(RECALL_CUE_ID, make_recall_cue)
 
 __all__ = [
     "MULTI_AGENT_CARTPOLE_ID",
+    "RECALL_CUE_ID",
+    "STATELESS_CARTPOLE_ID",
+    "RecallCueEnv",
+    "StatelessCartPoleEnv",
+    "make_recall_cue",
+    "make_stateless_cartpole",
     "SLEEP_CARTPOLE_ID",
     "EnvCreator",
     "EnvError",
