@@ -276,3 +276,22 @@ def test_ppo_without_lstm_fails_stateless_cartpole(record_property):
     record_property("best_return", best)
     assert steps > MEMORY_BUDGET  # ran the whole budget
     assert best < 200.0, f"PPO without memory reached {best:.1f} on StatelessCartPole"
+
+
+@pytest.mark.learning
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize("name", ["impala", "appo"])
+def test_vtrace_lstm_learns_to_recall_a_cue(name, record_property):
+    """IMPALA/APPO with an LSTM: V-trace over sequences; the cue of t=0 must be recalled at
+    t=3 (a memoryless policy averages 0.5)."""
+    with rldataflow.build(name, runtime="inline", num_workers=0, seed=0, env=RECALL_CUE_ID,
+                          env_config={"length": 4}, use_lstm=True, lstm_cell_size=32,
+                          max_seq_len=8, learner_thread=False) as algo:
+        while True:
+            result = algo.train()
+            steps, ret = result["env_steps_sampled"], result["episode_return_mean"]
+            if ret >= 0.95 or steps > 30_000:
+                break
+    print(f"\n{name} use_lstm on {RECALL_CUE_ID}: mean return {ret:.3f} after {steps} steps")
+    record_property("env_steps", steps)
+    assert ret >= 0.95, f"{name}+LSTM: mean return {ret:.3f} < 0.95 after {steps} steps"
