@@ -192,7 +192,8 @@ class Learner:
                     idx: Any = (slice(start, start + size) if perm is None
                                 else perm[start: start + size])
                     if seqs is not None:
-                        mb = seqs.pad(tensors, np.arange(units)[idx] if perm is None else idx.numpy())
+                        chosen = np.arange(units)[idx] if perm is None else idx.numpy()
+                        mb = seqs.pad(tensors, chosen)
                     else:
                         mb = {k: v[idx] for k, v in tensors.items()}
                     stats, rows = self._loss_and_backward(mb, grad_reducer)

@@ -95,7 +95,7 @@ def test_padded_loss_equals_the_unpadded_computation():
                                     kl_inputs_key=SB.ACTION_DIST_INPUTS, kl_coeff=0.3)
     # reference: each sequence unrolled on its own (no padding), terms summed over all rows
     logps, ents, vals, kls, surrs = [], [], [], [], []
-    for s, (start, length) in enumerate(zip(seqs.start_rows, seqs.lens, strict=True)):
+    for start, length in zip(seqs.start_rows, seqs.lens, strict=True):
         rows = slice(start, start + length)
         h0 = tensors[STATE_IN_H][start][None]
         c0 = tensors[STATE_IN_C][start][None]
