@@ -295,3 +295,9 @@ def test_vtrace_lstm_learns_to_recall_a_cue(name, record_property):
     print(f"\n{name} use_lstm on {RECALL_CUE_ID}: mean return {ret:.3f} after {steps} steps")
     record_property("env_steps", steps)
     assert ret >= 0.95, f"{name}+LSTM: mean return {ret:.3f} < 0.95 after {steps} steps"
+
+
+def test_multi_agent_lstm_is_one_error():
+    with pytest.raises(Exception, match="recurrent policies"):
+        rldataflow.build("ppo", runtime="inline", num_workers=0,
+                         env="rldataflow/MultiAgentCartPole-v0", policies=["p0"], use_lstm=True)
