@@ -108,15 +108,14 @@ class AppoLearner(VTraceLearner):
 
     def _target_logp(self, obs: torch.Tensor, actions: torch.Tensor, dist_inputs: torch.Tensor,
                      batch: SB) -> torch.Tensor:
-        out = self.policy.target_model(obs)
-        target_inputs = out[0] if isinstance(out, tuple) else out
+        target_inputs, _ = self.model_rows(self.policy.target_model, batch, obs)
         target_logp = self.policy.action_dist(target_inputs).logp(actions)
         batch[TARGET_DIST_INPUTS] = target_inputs.numpy()
         batch[TARGET_LOGP] = target_logp.numpy()
         return target_logp
 
     def train_columns(self) -> tuple[str, ...]:
-        return (*self.TRAIN_COLUMNS, TARGET_LOGP, TARGET_DIST_INPUTS)
+        return (*super().train_columns(), TARGET_LOGP, TARGET_DIST_INPUTS)
 
     def before_update(self) -> None:
         if self.policy.target_update_pending:

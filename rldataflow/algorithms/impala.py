@@ -63,6 +63,14 @@ from rldataflow.ops.mixin_replay import MixInReplay
 from rldataflow.ops.weights import SyncWeights
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.losses import actor_critic_loss
+from rldataflow.policies.recurrent import (
+    SEQ_LENS,
+    SEQ_STARTS,
+    STATE_IN_C,
+    STATE_IN_H,
+    Sequences,
+    sequence_starts,
+)
 from rldataflow.runtime import ActorHandle
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
@@ -125,6 +133,13 @@ class Config(AlgorithmConfig):
         default=100, metadata=_h("sample batches kept for replay at most"))
     num_aggregation_workers: int = field(
         default=0, metadata=_h("aggregator actors between workers and learner (0: off)"))
+    use_lstm: bool = field(
+        default=False, metadata=_h("encoder -> LSTM -> heads (memory); V-trace then runs over "
+                                   "sequences; see docs/recurrent.md"))
+    lstm_cell_size: int = field(default=64, metadata=_h("LSTM cell size (use_lstm)", ge=1))
+    max_seq_len: int = field(
+        default=20, metadata=_h("use_lstm: rows per training sequence at most; minibatches "
+                                "hold minibatch_size // max_seq_len sequences", ge=1))
 
     def validate(self) -> None:
         super().validate()
@@ -172,7 +187,8 @@ def policy_config(config: Config) -> dict[str, Any]:
                 gamma=config.gamma, grad_clip=config.grad_clip, optimizer=config.optimizer,
                 vf_share_layers=config.vf_share_layers, action_mode=config.action_mode,
                 init_log_std=config.init_log_std, vf_loss_coeff=config.vf_loss_coeff,
-                entropy_coeff=config.entropy_coeff)
+                entropy_coeff=config.entropy_coeff, use_lstm=config.use_lstm,
+                lstm_cell_size=config.lstm_cell_size, max_seq_len=config.max_seq_len)
 
 
 def policy_factory(config: Config, policy_cls: type = TorchPolicy, loss_fn: Any = impala_loss,
@@ -261,6 +277,31 @@ class VTraceLearner:
         """log pi(a|x) of the policy V-trace evaluates (IMPALA: the current one)."""
         return self.policy.action_dist(dist_inputs).logp(actions)
 
+    def model_rows(self, model: torch.nn.Module, batch: SB, obs: torch.Tensor
+                   ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(dist_inputs, values)`` of every row of ``batch`` by ``model`` (the policy's or
+        a target network): a feed-forward pass, or for a recurrent policy an unroll of the
+        batch's sequences (its ``seq_starts`` column, set by :meth:`prepare`) from their
+        stored start states."""
+        if not self.policy.is_recurrent:
+            out = model(obs)
+            return out if isinstance(out, tuple) else (out, None)
+        dist_inputs, values, _ = self._unroll(model, batch, obs)
+        return dist_inputs, values
+
+    def _unroll(self, model: torch.nn.Module, batch: SB, obs: torch.Tensor
+                ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Per-row outputs of a recurrent model, and the LSTM state after each sequence."""
+        seqs = Sequences(batch[SEQ_STARTS])
+        mb = seqs.pad({SB.OBS: obs, STATE_IN_H: torch.from_numpy(batch[STATE_IN_H]),
+                       STATE_IN_C: torch.from_numpy(batch[STATE_IN_C])})
+        s = seqs.count
+        di, values, final = model.forward_seq(mb[SB.OBS].reshape(s, seqs.max_len, *obs.shape[1:]),
+                                              mb[STATE_IN_H], mb[STATE_IN_C], mb[SEQ_LENS])
+        valid = torch.from_numpy(seqs.mask.reshape(-1))
+        # padded slots are in sequence order, so the valid ones are the rows in batch order
+        return (di.reshape(-1, di.shape[-1])[valid], values.reshape(-1)[valid], final)
+
     def prepare(self, batch: SB) -> SB:
         """Add ``advantages`` (V-trace policy-gradient advantages), ``value_targets``
         (``v_s``) and :data:`CLIPPED_RHOS`, computed with the current networks. In place;
@@ -275,11 +316,25 @@ class VTraceLearner:
         with torch.no_grad():
             obs = policy._obs_tensor(batch[SB.OBS])
             actions = torch.from_numpy(np.require(batch[SB.ACTIONS], requirements=["C", "W"]))
-            dist_inputs, values = policy.model(obs)
-            if len(boot_rows):
-                boot = policy.model.value(policy._obs_tensor(batch[SB.NEXT_OBS][boot_rows]))
+            if policy.is_recurrent:
+                # sequences end where trajectories do (the same breaks), so a bootstrap row is
+                # the last of its sequence and V(next obs) goes on from that sequence's state
+                starts = sequence_starts(batch, policy.max_seq_len)
+                batch[SEQ_STARTS] = starts
+                dist_inputs, values, (hn, cn) = self._unroll(policy.model, batch, obs)
+                if len(boot_rows):
+                    seq_of = np.cumsum(starts)[boot_rows] - 1
+                    _, boot, _ = policy.model.forward_step(
+                        policy._obs_tensor(batch[SB.NEXT_OBS][boot_rows]), hn[seq_of],
+                        cn[seq_of])
+                else:
+                    boot = torch.zeros(0)
             else:
-                boot = torch.zeros(0)
+                dist_inputs, values = policy.model(obs)
+                if len(boot_rows):
+                    boot = policy.model.value(policy._obs_tensor(batch[SB.NEXT_OBS][boot_rows]))
+                else:
+                    boot = torch.zeros(0)
             target_logp = self._target_logp(obs, actions, dist_inputs, batch)
         values_np = values.numpy().astype(np.float64)
         next_values = next_values_from(values_np, ends, term, boot_rows,
@@ -307,6 +362,8 @@ class VTraceLearner:
         """Runs under the policy lock after each train batch, with its learner stats."""
 
     def train_columns(self) -> tuple[str, ...]:
+        if self.policy.is_recurrent:  # SGD cuts the sequences V-trace ran over
+            return (*self.TRAIN_COLUMNS, STATE_IN_H, STATE_IN_C, SEQ_STARTS)
         return self.TRAIN_COLUMNS
 
     # -- one learner step ---------------------------------------------------------------------

@@ -71,6 +71,12 @@ class Config(TrainingAids, AlgorithmConfig):
     vf_share_layers: bool = field(default=False, metadata=_h("one trunk for policy and value"))
     action_mode: Literal["clip", "squash"] = field(
         default="clip", metadata=_h("Box actions: clip a Gaussian sample, or tanh-squash it"))
+    use_lstm: bool = field(
+        default=False, metadata=_h("encoder -> LSTM -> heads (memory); see docs/recurrent.md"))
+    lstm_cell_size: int = field(default=64, metadata=_h("LSTM cell size (use_lstm)", ge=1))
+    max_seq_len: int = field(
+        default=20, metadata=_h("use_lstm: rows per training sequence at most; minibatches "
+                                "hold minibatch_size // max_seq_len sequences", ge=1))
 
     def validate(self) -> None:
         super().validate()
@@ -100,6 +106,8 @@ def policy_factory(config: Config):
         vf_share_layers=config.vf_share_layers, action_mode=config.action_mode,
         clip_param=config.clip_param, vf_clip_param=config.vf_clip_param,
         vf_loss_coeff=config.vf_loss_coeff, entropy_coeff=config.entropy_coeff,
+        use_lstm=config.use_lstm, lstm_cell_size=config.lstm_cell_size,
+        max_seq_len=config.max_seq_len,
         **aid_policy_config(config))
 
     def make(obs_space, action_space) -> TorchPolicy:

@@ -12,6 +12,14 @@ This layer imports Gymnasium and numpy only (no torch).
 """
 
 from rldataflow.envs.group_agents import GroupAgents, GroupedEnvCreator, GroupLayout
+from rldataflow.envs.memory import (
+    RECALL_CUE_ID,
+    STATELESS_CARTPOLE_ID,
+    RecallCueEnv,
+    StatelessCartPoleEnv,
+    make_recall_cue,
+    make_stateless_cartpole,
+)
 from rldataflow.envs.minatar import MINATAR_GAMES, register_minatar_envs
 from rldataflow.envs.multi_agent import (
     MULTI_AGENT_CARTPOLE_ID,
@@ -54,12 +62,20 @@ register(TWO_STEP_GAME_ID, make_two_step_game)
 register(POINT_NAVIGATION_ID, make_point_navigation)
 register(PENDULUM_TASKS_ID, make_pendulum_tasks)
 register_minatar_envs()  # MinAtar/...-v1 (minatar imported only when one is made)
+register(STATELESS_CARTPOLE_ID, make_stateless_cartpole)
+register(RECALL_CUE_ID, make_recall_cue)
 
 __all__ = [
     "MINATAR_GAMES",
     "MULTI_AGENT_CARTPOLE_ID",
     "PENDULUM_TASKS_ID",
     "POINT_NAVIGATION_ID",
+    "RECALL_CUE_ID",
+    "STATELESS_CARTPOLE_ID",
+    "RecallCueEnv",
+    "StatelessCartPoleEnv",
+    "make_recall_cue",
+    "make_stateless_cartpole",
     "SLEEP_CARTPOLE_ID",
     "TWO_STEP_GAME_ID",
     "EnvCreator",

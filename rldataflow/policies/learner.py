@@ -24,6 +24,14 @@ import torch
 from rldataflow.data.sample_batch import SampleBatch
 from rldataflow.policies.kl_controller import AdaptiveKLCoeff
 from rldataflow.policies.normalization import find_obs_normalizer
+from rldataflow.policies.recurrent import (
+    ROW_INDEX,
+    SEQ_STARTS,
+    STATE_IN_C,
+    STATE_IN_H,
+    Sequences,
+    sequence_starts,
+)
 from rldataflow.policies.schedules import PiecewiseSchedule
 from rldataflow.policies.target_network import TargetNetwork
 
@@ -190,7 +198,14 @@ class Learner:
         if n == 0:
             return {"num_grad_updates": 0, "weights_version": policy.weights_version}
         tensors = policy.batch_to_tensors(batch)
-        size = n if minibatch_size is None else max(1, min(int(minibatch_size), n))
+        seqs = self.sequences(batch)
+        if seqs is None:
+            units = n
+            size = n if minibatch_size is None else max(1, min(int(minibatch_size), n))
+        else:  # recurrent: minibatches of whole sequences, ~minibatch_size rows each
+            units = seqs.count
+            size = units if minibatch_size is None else max(
+                1, min(int(minibatch_size) // policy.max_seq_len, units))
         sums: dict[str, float] = defaultdict(float)
         rows_out: dict[str, np.ndarray] = {}
         steps = 0
@@ -198,14 +213,15 @@ class Learner:
             prepared = self.prepare(batch)
             policy.model.train()
             for _ in range(num_epochs):
-                perm = (torch.from_numpy(policy.np_rng.permutation(n))
-                        if shuffle and size < n else None)
-                for start in range(0, n, size):
-                    if perm is None:
-                        idx: Any = slice(start, start + size)
-                        mb = {k: v[idx] for k, v in tensors.items()}
+                perm = (torch.from_numpy(policy.np_rng.permutation(units))
+                        if shuffle and size < units else None)
+                for start in range(0, units, size):
+                    idx: Any = (slice(start, start + size) if perm is None
+                                else perm[start: start + size])
+                    if seqs is not None:
+                        chosen = np.arange(units)[idx] if perm is None else idx.numpy()
+                        mb = seqs.pad(tensors, chosen)
                     else:
-                        idx = perm[start: start + size]
                         mb = {k: v[idx] for k, v in tensors.items()}
                     stats, rows = self._loss_and_backward(mb, grad_reducer)
                     self._step()
@@ -213,7 +229,12 @@ class Learner:
                     for k, v in stats.items():
                         sums[k] += v
                     for k, v in rows.items():
-                        if size == n:
+                        if seqs is not None:  # padded slots -> their rows
+                            where = mb[ROW_INDEX].numpy()
+                            valid = where >= 0
+                            rows_out.setdefault(k, np.zeros(n, np.float32))[where[valid]] = \
+                                v.numpy()[valid]
+                        elif size == n:
                             rows_out[k] = v.numpy()
                         else:
                             rows_out.setdefault(k, np.zeros(n, np.float32))[
@@ -227,12 +248,34 @@ class Learner:
         out["weights_version"] = version
         return out
 
+    def sequences(self, batch: SampleBatch) -> Sequences | None:
+        """The batch cut into sequences for a recurrent policy (``None`` for others): at
+        trajectory breaks and every ``max_seq_len`` rows (see
+        :func:`~rldataflow.policies.recurrent.sequence_starts`); a ``seq_starts`` column, if
+        present, gives the cuts instead."""
+        policy = self.policy
+        if not getattr(policy, "is_recurrent", False):
+            return None
+        if SEQ_STARTS in batch:
+            return Sequences(batch[SEQ_STARTS])
+        missing = [k for k in (STATE_IN_H, STATE_IN_C) if k not in batch]
+        if missing:
+            raise KeyError(f"a recurrent policy learns from batches with the LSTM state "
+                           f"columns; {missing} missing (sampled by a rollout worker?)")
+        return Sequences(sequence_starts(batch, policy.max_seq_len))
+
+    def _tensors(self, batch: SampleBatch) -> dict[str, torch.Tensor]:
+        """The whole batch as loss input: its tensors, or all its sequences padded."""
+        tensors = self.policy.batch_to_tensors(batch)
+        seqs = self.sequences(batch)
+        return tensors if seqs is None else seqs.pad(tensors)
+
     def compute_gradients(self, batch: SampleBatch) -> tuple[list[np.ndarray], dict[str, float]]:
         """Gradients of the loss on the whole batch (clipped like in training), as numpy arrays
         in the order of the model's trainable parameters, and the loss stats."""
         with self.lock:
             self.policy.model.train()
-            stats, _ = self._loss_and_backward(self.policy.batch_to_tensors(batch))
+            stats, _ = self._loss_and_backward(self._tensors(batch))
             grads = [p.grad.detach().numpy().copy() if p.grad is not None
                      else np.zeros(p.shape, np.float32) for p in self._params]
         stats["count"] = float(batch.count)

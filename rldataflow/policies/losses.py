@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from rldataflow.data.sample_batch import SampleBatch as SB
+from rldataflow.policies.recurrent import masked_mean
 
 __all__ = ["actor_critic_loss"]
 
@@ -48,13 +49,14 @@ def actor_critic_loss(
                                         kl_inputs_key=SB.ACTION_DIST_INPUTS, kl_coeff=0.2)
     """
     cfg = policy.config
-    dist_inputs, values = policy.model(batch[SB.OBS])
+    # padded sequence minibatches (recurrent policies) average over their valid steps only
+    dist_inputs, values = policy.model_outputs(batch)
     dist = policy.action_dist(dist_inputs)
     logp = dist.logp(batch[SB.ACTIONS])
     adv = batch[SB.ADVANTAGES]
     stats: dict[str, Any] = {}
     if clip_param is None:
-        policy_loss = -(logp * adv).mean()
+        policy_loss = -masked_mean(logp * adv, batch)
     else:
         behaviour_logp = batch[SB.ACTION_LOGP]
         ratio = torch.exp(logp - behaviour_logp)
@@ -62,9 +64,9 @@ def actor_critic_loss(
             ratio = torch.clamp(torch.exp(behaviour_logp - batch[importance_key]), 0.0, 2.0) \
                 * ratio
         surrogate = torch.min(ratio * adv, torch.clamp(ratio, 1 - clip_param, 1 + clip_param) * adv)
-        policy_loss = -surrogate.mean()
-        stats["clip_fraction"] = ((ratio - 1).abs() > clip_param).float().mean()
-    entropy = dist.entropy().mean()
+        policy_loss = -masked_mean(surrogate, batch)
+        stats["clip_fraction"] = masked_mean(((ratio - 1).abs() > clip_param).float(), batch)
+    entropy = masked_mean(dist.entropy(), batch)
     total = policy_loss
     stats["policy_loss"] = policy_loss
     if use_critic:
@@ -74,13 +76,13 @@ def actor_critic_loss(
             old = batch[SB.VF_PREDS]
             clipped = old + torch.clamp(values - old, -vf_clip_param, vf_clip_param)
             vf_err = torch.max(vf_err, (clipped - targets) ** 2)
-        vf_loss = 0.5 * vf_err.mean()
+        vf_loss = 0.5 * masked_mean(vf_err, batch)
         total = total + cfg["vf_loss_coeff"] * vf_loss
         stats["vf_loss"] = vf_loss
     total = total - cfg["entropy_coeff"] * entropy
     stats["entropy"] = entropy
     if kl_inputs_key is not None:
-        kl = policy.action_dist(batch[kl_inputs_key]).kl(dist).mean()
+        kl = masked_mean(policy.action_dist(batch[kl_inputs_key]).kl(dist), batch)
         if kl_coeff:
             total = total + kl_coeff * kl
         stats["kl"] = kl

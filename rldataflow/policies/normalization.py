@@ -100,8 +100,8 @@ class NormalizedModel(nn.Module):
     def forward(self, obs: torch.Tensor, *args, **kwargs):
         return self.inner(self.obs_normalizer(obs), *args, **kwargs)
 
-    def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.inner.value(self.obs_normalizer(obs))
+    def value(self, obs: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        return self.inner.value(self.obs_normalizer(obs), *args, **kwargs)
 
     def __getattr__(self, name: str):
         # Losses reach into model parts (``model.log_std``, ``model.pi_head``): forward them.

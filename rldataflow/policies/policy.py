@@ -25,6 +25,13 @@ from rldataflow.policies.losses import actor_critic_loss
 from rldataflow.policies.models import ActorCriticModel
 from rldataflow.policies.normalization import NormalizedModel, ObsNormalizer
 from rldataflow.policies.postprocessing import compute_advantages
+from rldataflow.policies.recurrent import (
+    STATE_IN_C,
+    STATE_IN_H,
+    STATE_OUT_C,
+    STATE_OUT_H,
+    RecurrentActorCriticModel,
+)
 
 __all__ = [
     "DEFAULT_POLICY_CONFIG",
@@ -58,6 +65,10 @@ DEFAULT_POLICY_CONFIG: dict[str, Any] = {
     "reward_scaling": False,
     "lr_schedule": None,
     "entropy_coeff_schedule": None,
+    # recurrent models (see rldataflow.policies.recurrent)
+    "use_lstm": False,
+    "lstm_cell_size": 64,
+    "max_seq_len": 20,
     # used by the default actor_critic_loss only
     "vf_loss_coeff": 0.5,
     "entropy_coeff": 0.0,
@@ -73,7 +84,14 @@ ModelFactory = Callable[[spaces.Box, gymnasium.Space, int, dict], nn.Module]
 def default_model_factory(
     obs_space: spaces.Box, action_space: gymnasium.Space, dist_input_dim: int, config: dict
 ) -> nn.Module:
-    """An :class:`ActorCriticModel` sized for the spaces (free ``log_std`` for Box actions)."""
+    """An :class:`ActorCriticModel` sized for the spaces (free ``log_std`` for Box actions), or
+    a :class:`RecurrentActorCriticModel` with ``use_lstm``."""
+    if config.get("use_lstm"):
+        return RecurrentActorCriticModel(
+            obs_space.shape, obs_space.dtype, dist_input_dim, hiddens=tuple(config["hiddens"]),
+            activation=config["activation"], cell_size=int(config["lstm_cell_size"]),
+            free_log_std=isinstance(action_space, spaces.Box),
+            init_log_std=float(config["init_log_std"]))
     return ActorCriticModel(
         obs_space.shape,
         obs_space.dtype,
@@ -184,6 +202,12 @@ class TorchPolicy:
                     f"{observation_space.shape} (images are scaled by 1/255 in the model)")
             self.model = NormalizedModel(
                 self.model, ObsNormalizer(observation_space.shape, float(self.config["obs_clip"])))
+        #: the model keeps an LSTM state across steps (see rldataflow.policies.recurrent)
+        self.is_recurrent = bool(getattr(self.model, "is_recurrent", False))
+        self.max_seq_len = int(self.config["max_seq_len"])
+        if self.max_seq_len < 1:
+            raise ValueError(f"policy config key 'max_seq_len' must be >= 1, got "
+                             f"{self.max_seq_len}")
         self.generator = torch.Generator().manual_seed(self.seed + 1)
         self.np_rng = np.random.default_rng(self.seed + 2)
         self.learner_options = dict(learner_options or {})
@@ -255,18 +279,34 @@ class TorchPolicy:
             arr = arr.astype(self._obs_dtype)
         return torch.from_numpy(np.require(arr, requirements=["C", "W"]))
 
+    def initial_state(self, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+        """Zero LSTM state ``(h, c)`` for ``batch_size`` envs (recurrent models only)."""
+        h, c = self.model.initial_state(batch_size)
+        return h.numpy(), c.numpy()
+
     def compute_actions(
-        self, obs: np.ndarray, explore: bool = True
+        self, obs: np.ndarray, explore: bool = True,
+        state: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Actions for a batch of preprocessed observations.
 
         Returns ``(actions, extras)`` with ``extras`` holding ``action_logp``, ``vf_preds`` (when
         the model has a value head) and ``action_dist_inputs``, one row per observation. Without
-        ``explore`` the actions are the distribution's mode.
+        ``explore`` the actions are the distribution's mode. A recurrent policy takes the
+        LSTM ``state`` ``(h, c)`` of every row (``None``: the zero state) and adds it to the
+        extras as ``state_in_h``/``state_in_c``, and the next state as
+        ``state_out_h``/``state_out_c``.
         """
         with torch.no_grad():
-            out = self.model(self._obs_tensor(obs))
-            dist_inputs, values = out if isinstance(out, tuple) else (out, None)
+            obs_t = self._obs_tensor(obs)
+            if self.is_recurrent:
+                if state is None:
+                    state = self.initial_state(obs_t.shape[0])
+                h, c = torch.from_numpy(state[0]), torch.from_numpy(state[1])
+                dist_inputs, values, (h_out, c_out) = self.model.forward_step(obs_t, h, c)
+            else:
+                out = self.model(obs_t)
+                dist_inputs, values = out if isinstance(out, tuple) else (out, None)
             dist = self.action_dist(dist_inputs)
             if explore:
                 actions, logp = dist.sample_and_logp()
@@ -279,12 +319,23 @@ class TorchPolicy:
             }
             if values is not None:
                 extras[SampleBatch.VF_PREDS] = values.numpy()
+            if self.is_recurrent:
+                extras[STATE_IN_H], extras[STATE_IN_C] = state
+                extras[STATE_OUT_H], extras[STATE_OUT_C] = h_out.numpy(), c_out.numpy()
             return actions.numpy(), extras
 
-    def value(self, obs: np.ndarray) -> np.ndarray:
-        """State values ``V(obs)`` as a float32 array of shape ``(B,)``."""
+    def value(self, obs: np.ndarray,
+              state: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
+        """State values ``V(obs)`` as a float32 array of shape ``(B,)`` (a recurrent policy:
+        from the LSTM ``state`` of each row, ``None``: the zero state)."""
         with torch.no_grad():
             obs_t = self._obs_tensor(obs)
+            if self.is_recurrent:
+                if state is None:
+                    state = self.initial_state(obs_t.shape[0])
+                _, values, _ = self.model.forward_step(
+                    obs_t, torch.from_numpy(state[0]), torch.from_numpy(state[1]))
+                return values.numpy()
             value_fn = getattr(self.model, "value", None)
             if value_fn is not None:
                 return value_fn(obs_t).numpy()
@@ -292,6 +343,17 @@ class TorchPolicy:
             if not isinstance(out, tuple) or out[1] is None:
                 raise TypeError("this policy's model has no value function")
             return out[1].numpy()
+
+    def model_outputs(self, batch: Mapping[str, torch.Tensor], model: nn.Module | None = None
+                      ) -> Any:
+        """The model's output on a training minibatch: ``model(obs)``, or for a recurrent
+        model the padded-sequence forward (:meth:`RecurrentActorCriticModel.forward_padded`),
+        flattened like the minibatch's columns. ``model``: another network of the same
+        architecture (a target network); default: this policy's."""
+        model = self.model if model is None else model
+        if self.is_recurrent:
+            return model.forward_padded(batch)
+        return model(batch[SampleBatch.OBS])
 
     @property
     def is_squashed(self) -> bool:

@@ -211,6 +211,9 @@ class MultiAgentRolloutWorker(WorkerBase):
                                                  seed=self.seed + POLICY_SEED_STRIDE * index)
             else:
                 self.policies[pid] = factory(pre.space, act_space)
+            if getattr(self.policies[pid], "is_recurrent", False):
+                raise ValueError(f"policy {pid!r}: recurrent policies (use_lstm) are not "
+                                 "supported by multi-agent workers yet")
         self._checked: set[tuple[str, str]] = set()
         self._has_vf: dict[str, bool] = {}
         self._next_eps_id = self.worker_index << 40

@@ -21,6 +21,7 @@ from rldataflow.envs.spaces import action_to_env_fn, obs_preprocessor
 from rldataflow.envs.vector_env import TRUE_EPISODE_KEY, make_vector_env
 from rldataflow.policies.normalization import RewardScaler
 from rldataflow.policies.policy import TorchPolicy
+from rldataflow.policies.recurrent import STATE_OUT_C, STATE_OUT_H
 from rldataflow.workers.base import BATCH_MODES, DEFAULT_POLICY_ID, WorkerBase, worker_seed
 from rldataflow.workers.grad_group import GroupSpec, free_port, node_ip
 
@@ -108,6 +109,8 @@ class RolloutWorker(WorkerBase):
         self._obs: np.ndarray | None = None
         self._carry: list[dict[str, np.ndarray]] | None = None
         self._scaler: RewardScaler | None = None  # made on first use when reward_scaling is on
+        # LSTM state (h, c) per env of a recurrent policy, zeroed at episode starts
+        self._state: tuple[np.ndarray, np.ndarray] | None = None
 
     @property
     def policy(self) -> TorchPolicy:
@@ -121,22 +124,35 @@ class RolloutWorker(WorkerBase):
     # -- sampling ---------------------------------------------------------------------------
     def _run(
         self, num_steps: int, seen_done: np.ndarray | None
-    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, np.ndarray]], int]:
+    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int, np.ndarray, Any]], int]:
         """Step the vector env up to ``num_steps`` times, storing time-major ``(T, N)`` columns.
 
         With ``seen_done`` (updated in place), stop as soon as every env has ended an episode.
         Returns the columns (trimmed to the steps taken), the final observations of truncated
-        steps as ``(t, env, obs)`` and the number of steps taken.
+        steps as ``(t, env, obs, state)`` (``state``: the LSTM state after that step, ``None``
+        without one) and the number of steps taken.
+
+        A recurrent policy gets each env's LSTM state and its next state is kept; the state of
+        an env whose episode ended (terminated or truncated) is zeroed, since the vector env
+        has already reset it.
         """
         venv, policy, n = self.vector_env, self.policy, self.num_envs
+        recurrent = getattr(policy, "is_recurrent", False)
         if self._obs is None:
             self._obs = venv.reset()
+            self._state = None
+        if recurrent and self._state is None:
+            self._state = policy.initial_state(n)
         obs = self._obs
         cols: dict[str, np.ndarray] = {}
-        truncated_final: list[tuple[int, int, np.ndarray]] = []
+        truncated_final: list[tuple[int, int, np.ndarray, Any]] = []
         steps = 0
         for t in range(num_steps):
-            actions, extras = policy.compute_actions(obs)
+            if recurrent:
+                actions, extras = policy.compute_actions(obs, state=self._state)
+                state_out = (extras.pop(STATE_OUT_H), extras.pop(STATE_OUT_C))
+            else:
+                actions, extras = policy.compute_actions(obs)
             eps_ids = venv.episode_ids.copy()
             ts = venv.episode_steps.copy()
             next_obs, rewards, terms, truncs, final_obs, _ = venv.step(
@@ -167,7 +183,14 @@ class RolloutWorker(WorkerBase):
             ended = terms | truncs
             if ended.any():
                 for i in np.flatnonzero(truncs & ~terms).tolist():
-                    truncated_final.append((t, i, np.array(final_obs[i])))
+                    truncated_final.append((t, i, np.array(final_obs[i]),
+                                            (state_out[0][i], state_out[1][i])
+                                            if recurrent else None))
+            if recurrent:
+                if ended.any():  # a new episode starts from the zero state
+                    state_out = (np.where(ended[:, None], 0.0, state_out[0]).astype(np.float32),
+                                 np.where(ended[:, None], 0.0, state_out[1]).astype(np.float32))
+                self._state = state_out
             obs = self._obs = next_obs  # kept current even if a later step raises
             steps = t + 1
             if seen_done is not None:
@@ -188,21 +211,31 @@ class RolloutWorker(WorkerBase):
     def _bootstrap(
         self,
         steps: int,
-        truncated_final: list[tuple[int, int, np.ndarray]],
+        truncated_final: list[tuple[int, int, np.ndarray, Any]],
         fragment_end: bool,
     ) -> np.ndarray:
         """``(T, N)`` bootstrap values: ``V(final_obs)`` at truncated steps and, if
-        ``fragment_end``, ``V(next obs)`` at the last step; one batched value() call."""
+        ``fragment_end``, ``V(next obs)`` at the last step; one batched value() call (a
+        recurrent policy's from the LSTM state after the step)."""
         boot = np.zeros((steps, self.num_envs), dtype=np.float32)
-        parts = [o[None] for _, _, o in truncated_final]
+        parts = [o[None] for _, _, o, _ in truncated_final]
+        hs = [st[0][None] for _, _, _, st in truncated_final if st is not None]
+        cs = [st[1][None] for _, _, _, st in truncated_final if st is not None]
         if fragment_end:
             parts.append(np.asarray(self._obs))
+            if self._state is not None:
+                hs.append(self._state[0])
+                cs.append(self._state[1])
         if not parts:
             return boot
-        values = self.policy.value(np.concatenate(parts, axis=0))
+        obs = np.concatenate(parts, axis=0)
+        if getattr(self.policy, "is_recurrent", False):
+            values = self.policy.value(obs, state=(np.concatenate(hs), np.concatenate(cs)))
+        else:
+            values = self.policy.value(obs)
         if fragment_end:
             boot[steps - 1] = values[len(truncated_final) :]
-        for j, (t, i, _) in enumerate(truncated_final):
+        for j, (t, i, _, _) in enumerate(truncated_final):
             boot[t, i] = values[j]
         return boot
 
@@ -453,15 +486,23 @@ class RolloutWorker(WorkerBase):
         pre = obs_preprocessor(env.observation_space)
         seed = self.next_eval_seed()
         eps_base = (self.worker_index << 40) | ((seed % (1 << 24)) << 12)
+        policy = self.policy
         try:
             raw, _ = env.reset(seed=seed)
             for episode in range(num_episodes):
                 total, steps, done = 0.0, 0, False
                 steps_cols: list[dict[str, Any]] = []
                 frames = [env.render()] if render else None
+                state = (policy.initial_state(1) if getattr(policy, "is_recurrent", False)
+                         else None)
                 while not done:
                     obs = pre([raw])
-                    action, extras = self.policy.compute_actions(obs, explore=explore)
+                    if state is None:
+                        action, extras = policy.compute_actions(obs, explore=explore)
+                    else:  # the LSTM state goes on from step to step within the episode
+                        action, extras = policy.compute_actions(obs, explore=explore,
+                                                                state=state)
+                        state = (extras.pop(STATE_OUT_H), extras.pop(STATE_OUT_C))
                     raw, reward, term, trunc, info = env.step(self._to_env_actions(action)[0])
                     total += float(reward)
                     steps += 1
@@ -470,7 +511,8 @@ class RolloutWorker(WorkerBase):
                     capped = max_episode_steps is not None and steps >= max_episode_steps
                     done = term or trunc or capped
                     if collect:
-                        boot = (self.policy.value(pre([raw]))[0]
+                        boot = (self.policy.value(pre([raw]), **({} if state is None else
+                                                                 {"state": state}))[0]
                                 if trunc and not term and SampleBatch.VF_PREDS in extras
                                 else np.float32(0.0))
                         steps_cols.append({
