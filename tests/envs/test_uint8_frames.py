@@ -76,3 +76,10 @@ def test_obs_stay_uint8_through_a_worker_and_a_replay_shard_in_each_runtime(runt
     # what the driver got can be handed to torch without a copy (C-contiguous and writeable)
     assert replayed[SampleBatch.OBS].flags.c_contiguous
     assert replayed[SampleBatch.OBS].flags.writeable
+    # the shard stored the frames once each (frame_dedup defaults to "auto")
+    assert shard.call(_frames_stored).result() < 16 * 2 * 4
+
+
+def _frames_stored(shard: ReplayActor) -> int:
+    assert shard.buffer.frame_dedup_active
+    return shard.buffer.num_frames_stored
