@@ -107,6 +107,8 @@ class _FrameDedup:
             self._frames = np.zeros((capacity + capacity // 2 + 2 * k, h, w), np.uint8)
 
     def add(self, batch: SampleBatch) -> None:
+        if isinstance(batch, dict) and not isinstance(batch, SampleBatch):
+            batch = SampleBatch(batch)  # a plain dict: decide on it like on a batch
         if self._active is None and isinstance(batch, SampleBatch) and batch.count:
             self._decide(batch)
         if not self._active or not isinstance(batch, SampleBatch) or batch.count == 0:
@@ -196,6 +198,10 @@ class _FrameDedup:
                                       "be checkpointed yet; use replay_frame_dedup='off' to "
                                       "save replay contents")
         return super().get_state()  # type: ignore[misc]
+
+    def set_state(self, state: Any) -> None:
+        super().set_state(state)  # type: ignore[misc]
+        self._active = False  # restored rows are stored plainly; later adds must match them
 
 
 class FrameStackReplayBuffer(_FrameDedup, ReplayBuffer):

@@ -127,3 +127,17 @@ def test_dqn_picks_frame_dedup_automatically_and_trains_on_pixels():
                           training_intensity=1.0) as algo:
         result = algo.train()
     assert result["env_steps_trained"] > 0
+
+
+def test_checkpointing_a_deduplicating_buffer_is_a_clear_error_and_plain_state_restores():
+    batch = _fragments(1, [5], "repeat", 1, seed=0)[0]
+    buf = FrameStackReplayBuffer(10, seed=0)
+    buf.add(batch)
+    with pytest.raises(NotImplementedError, match="replay_frame_dedup='off'"):
+        buf.get_state()
+    plain = ReplayBuffer(10, seed=0)
+    plain.add(batch)
+    restored = FrameStackReplayBuffer(10, seed=0)
+    restored.set_state(plain.get_state())
+    restored.add(batch)  # stored plainly like the restored rows
+    assert len(restored) == 10 and not restored.frame_dedup_active
