@@ -54,7 +54,7 @@ from gymnasium import spaces
 
 from rldataflow.algorithms.base import AlgorithmBuilder, dataset_output
 from rldataflow.algorithms.registry import register_algorithm
-from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
+from rldataflow.data import LinearSchedule, ReplayBuffer
 from rldataflow.data import SampleBatch as SB
 from rldataflow.envs import UnsupportedSpaceError
 from rldataflow.flow import Concurrently, LocalIterator, Plan
@@ -68,7 +68,7 @@ from rldataflow.ops import (
     UpdatePriorities,
     UpdateTargetNetwork,
 )
-from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR
+from rldataflow.ops.replay import ROWS_ADDED, TD_ERROR, make_replay_buffer
 from rldataflow.policies import QModel, TorchPolicy, compute_nstep
 from rldataflow.utils.config import AlgorithmConfig, ConfigError, describe_field
 from rldataflow.workers import WorkerSet
@@ -104,6 +104,9 @@ class QConfig(AlgorithmConfig):
         default=0.4, metadata=_h("initial importance-weight exponent beta"))
     learning_starts: int = field(
         default=1000, metadata=_h("rows in replay before the first SGD step", ge=0))
+    replay_frame_dedup: Literal["auto", "on", "off"] = field(
+        default="auto", metadata=_h("store each frame of uint8 frame-stacked obs once in replay "
+                                    "(auto: when obs are uint8 (H, W, K>1) stacks)"))
     target_network_update_freq: int = field(
         default=250, metadata=_h("copy the online net to the target net every this many env "
                                  "steps sampled (DQN) / rows trained (Ape-X)"))
@@ -343,9 +346,8 @@ def make_buffer(config: QConfig, capacity: int | None = None, seed: int | None =
                 ) -> ReplayBuffer:
     capacity = config.buffer_size if capacity is None else capacity
     seed = config.seed if seed is None else seed
-    if config.prioritized_replay:
-        return PrioritizedReplayBuffer(capacity, alpha=config.prioritized_replay_alpha, seed=seed)
-    return ReplayBuffer(capacity, seed=seed)
+    return make_replay_buffer(capacity, config.prioritized_replay, config.prioritized_replay_alpha,
+                              seed, config.replay_frame_dedup)
 
 
 def round_robin_weights(config: Config) -> list[int]:

@@ -12,6 +12,10 @@ Example::
 
 from rldataflow.data.dataset import DatasetError, DatasetOutput, DatasetReader, DatasetWriter
 from rldataflow.data.episode_replay_buffer import EpisodeReplayBuffer
+from rldataflow.data.frame_stack_buffer import (
+    FrameStackReplayBuffer,
+    PrioritizedFrameStackReplayBuffer,
+)
 from rldataflow.data.replay_buffer import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
@@ -22,9 +26,11 @@ __all__ = [
     "DatasetReader",
     "DatasetWriter",
     "EpisodeReplayBuffer",
+    "FrameStackReplayBuffer",
     "LinearSchedule",
     "MinSegmentTree",
     "MultiAgentBatch",
+    "PrioritizedFrameStackReplayBuffer",
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "SampleBatch",

@@ -33,6 +33,10 @@ from typing import Any
 import numpy as np
 
 from rldataflow.data import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer, SampleBatch
+from rldataflow.data.frame_stack_buffer import (
+    FrameStackReplayBuffer,
+    PrioritizedFrameStackReplayBuffer,
+)
 from rldataflow.flow import NOT_READY, LocalIterator, Metrics, Operator, StreamOperator, from_actors
 from rldataflow.flow.errors import creation_site
 from rldataflow.flow.local_iterator import from_local_iterable
@@ -59,6 +63,19 @@ MAX_PENDING_CALLS = 8
 BetaSpec = float | LinearSchedule | Callable[[float], float]
 
 
+def make_replay_buffer(capacity: int, prioritized: bool, alpha: float = 0.6,
+                       seed: int | None = None, frame_dedup: str = "auto") -> ReplayBuffer:
+    """The replay buffer for these settings; with ``frame_dedup`` other than ``"off"`` it
+    stores uint8 frame stacks frame by frame (and anything else plainly, under ``"auto"``)."""
+    if frame_dedup == "off":
+        return (PrioritizedReplayBuffer(capacity, alpha=alpha, seed=seed) if prioritized
+                else ReplayBuffer(capacity, seed=seed))
+    if prioritized:
+        return PrioritizedFrameStackReplayBuffer(capacity, alpha=alpha, seed=seed,
+                                                 dedup=frame_dedup)
+    return FrameStackReplayBuffer(capacity, seed=seed, dedup=frame_dedup)
+
+
 class ReplayActor:
     """One replay shard: a (prioritized) replay buffer living in an actor.
 
@@ -71,6 +88,8 @@ class ReplayActor:
             :class:`LinearSchedule` over the rows this shard has received.
         learning_starts: :meth:`replay` returns None until the shard holds this many rows.
         seed: the buffer's random generator.
+        frame_dedup: store each frame of uint8 frame-stacked obs once (``"auto"``, ``"on"``,
+            ``"off"``; see :mod:`rldataflow.data.frame_stack_buffer`).
 
     The driver reads it as a stream with ``from_actors(shards, "replay")`` (what
     :func:`Replay` does). Example::
@@ -83,9 +102,9 @@ class ReplayActor:
 
     def __init__(self, capacity: int, batch_size: int = 32, prioritized: bool = True,
                  alpha: float = 0.6, beta: float | LinearSchedule = 0.4,
-                 learning_starts: int = 0, seed: int | None = None) -> None:
-        self.buffer: ReplayBuffer = (PrioritizedReplayBuffer(capacity, alpha=alpha, seed=seed)
-                                     if prioritized else ReplayBuffer(capacity, seed=seed))
+                 learning_starts: int = 0, seed: int | None = None,
+                 frame_dedup: str = "auto") -> None:
+        self.buffer = make_replay_buffer(capacity, prioritized, alpha, seed, frame_dedup)
         self.batch_size = int(batch_size)
         self.beta = beta
         self.learning_starts = max(int(learning_starts), 1)

@@ -200,7 +200,8 @@ def compute_advantages(
 
 
 def compute_nstep(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
-    """Turn 1-step transitions into n-step ones for DQN-style targets (returns a new batch).
+    """Turn 1-step transitions into n-step ones for DQN-style targets (returns a new batch
+    whose untouched columns, e.g. ``obs``, are the input's arrays, not copies).
 
     For each row ``t`` with ``m = min(n, steps left in its segment)``:
     ``rewards[t] = sum_{k<m} gamma**k r[t+k]``, ``next_obs[t] = next_obs[t+m-1]``,
@@ -216,7 +217,9 @@ def compute_nstep(batch: SampleBatch, n: int, gamma: float) -> SampleBatch:
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
     count = batch.count
-    out = batch.copy()
+    # Shallow: the columns rewritten below get new arrays; the others (obs: the bulk of an
+    # image batch) are shared with ``batch`` rather than copied.
+    out = SampleBatch(batch)
     if count == 0:
         return out
     term = np.asarray(batch[SampleBatch.TERMINATEDS], dtype=bool)

@@ -30,7 +30,9 @@ from rldataflow.runtime.wire import (
     STOP,
     FrameReader,
     frame,
+    loads,
     result_frame,
+    send_frame,
 )
 
 logger = logging.getLogger(__name__)
@@ -43,7 +45,7 @@ def _error_frame(call_id: int, kind: int, exc: BaseException, where: str) -> byt
     tb_text = format_remote_traceback(exc, where, _INTERNAL_FILES)
     try:
         out = frame(call_id, kind, (exc, tb_text))
-        pickle.loads(out[HEADER.size:])  # can the driver rebuild it? (e.g. a custom __init__)
+        loads(out[HEADER.size:])  # can the driver rebuild it? (e.g. a custom __init__)
         return out
     except Exception:
         return frame(call_id, kind, (RemoteError(repr(exc)), tb_text))
@@ -117,7 +119,7 @@ def child_main(sock: socket.socket, name: str) -> None:
                 return
             method = None
             try:
-                method, args, kwargs = pickle.loads(body)
+                method, args, kwargs = loads(body)
                 del body
                 value = invoke(instance, method, args, kwargs)
             except Exception as exc:
@@ -133,7 +135,7 @@ def child_main(sock: socket.socket, name: str) -> None:
                 del value
             if not torch_limited:
                 torch_limited = limit_torch_threads()
-            send(out)
+            send_frame(sock, out)
             del out
     except OSError:  # the connection broke: the driver is gone
         return

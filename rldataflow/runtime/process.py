@@ -21,7 +21,6 @@ import atexit
 import contextlib
 import itertools
 import multiprocessing as mp
-import pickle
 import socket
 import sys
 import threading
@@ -66,6 +65,7 @@ from rldataflow.runtime.wire import (
     FrameReader,
     call_frame,
     frame,
+    loads,
 )
 
 __all__ = ["THREAD_ENV", "ProcessRuntime"]
@@ -212,7 +212,7 @@ class ProcessRuntime(Runtime):
             return
         if kind == CTOR_ERR:
             try:
-                exc, tb_text = pickle.loads(body)
+                exc, tb_text = loads(body)
             except Exception as err:
                 exc, tb_text = RemoteError(f"the constructor failed: {err!r}"), ""
             proc.join(5)

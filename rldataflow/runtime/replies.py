@@ -25,7 +25,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import pickle
 import selectors
 import signal
 import socket
@@ -44,7 +43,7 @@ from rldataflow.runtime.base import (
     RemoteError,
     RemoteTraceback,
 )
-from rldataflow.runtime.wire import OK, FrameReader
+from rldataflow.runtime.wire import OK, FrameReader, loads
 
 logger = logging.getLogger(__name__)
 
@@ -327,7 +326,7 @@ class ReplyReader(IODriver):
         if fut is None:  # killed meanwhile: its future has failed already
             return
         try:
-            value = pickle.loads(body)
+            value = loads(body)
         except Exception as exc:
             err = RemoteError(f"the result of {st.handle.name}.{fut.method_name}() could not be "
                               f"unpickled in the driver: {exc!r}")

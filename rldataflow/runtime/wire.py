@@ -24,6 +24,7 @@ the C pickler instead of cloudpickle wherever both would produce the same bytes.
 from __future__ import annotations
 
 import io
+import os
 import pickle
 import socket
 import struct
@@ -47,6 +48,13 @@ ZERO_COPY_SIZE = 64 * 1024
 
 _CHUNK = 64 * 1024       # the initial receive buffer (it grows for larger frames)
 _BIG = 1024 * 1024       # a frame this large is received straight into its own buffer
+
+#: a buffer this large (a big numpy array's data) travels out of band: after the pickle, not in it
+OUT_OF_BAND_SIZE = 64 * 1024
+#: the first bytes of a body holding out-of-band buffers (a pickle never starts with a 0 byte)
+_OOB_MAGIC = b"\0RLOOB\0\0"
+_U64 = struct.Struct("<Q")
+_ALIGN = 64  # out-of-band buffers start at multiples of this in a body (aligned arrays)
 
 _tls = threading.local()  # a reusable pickler per thread (creating one costs more than a call)
 _NO_HDR = b"\0" * HEADER.size
@@ -93,35 +101,84 @@ def call_frame(call_id: int, method: Any, args: tuple, kwargs: dict) -> bytes | 
     return frame(call_id, CALL, (method, args, kwargs))
 
 
-def result_frame(call_id: int, value: Any) -> bytes | memoryview:
+def result_frame(call_id: int, value: Any) -> bytes | memoryview | list:
     """The frame of a call's result (in an actor). Pickled with the C pickler when that works:
     it fails (PicklingError, AttributeError...) on exactly what cloudpickle would send by value
     instead (lambdas, classes shipped from the driver's ``__main__``, local functions), and
     then cloudpickle does it. Not while some module is registered to go by value."""
     if not cloudpickle.list_registry_pickle_by_value():
         try:
-            return frame(call_id, OK, value, plain=True)
+            return frame(call_id, OK, value, plain=True, parts=True)
         except Exception:
             pass
-    return frame(call_id, OK, value)
+    return frame(call_id, OK, value, parts=True)
 
 
-def frame(call_id: int, kind: int, obj: Any, plain: bool = False) -> bytes | memoryview:
+def out_of_band_enabled() -> bool:
+    """Large buffers go out of band unless ``RLDATAFLOW_WIRE_OUT_OF_BAND=0`` (the old path,
+    kept to measure against: ``benchmarks/transfer.py``)."""
+    return os.environ.get("RLDATAFLOW_WIRE_OUT_OF_BAND", "1") != "0"
+
+
+def loads(body: Any) -> Any:
+    """Unpickle a frame's body. Out-of-band buffers become the arrays' memory without a copy
+    (views of ``body``, writeable when ``body`` is a ``bytearray``, as large frames are)."""
+    if body[:len(_OOB_MAGIC)] != _OOB_MAGIC:
+        return pickle.loads(body)
+    if isinstance(body, bytes):  # a small frame: copy once so the arrays are writeable
+        body = bytearray(body)
+    view = memoryview(body)
+    pos = len(_OOB_MAGIC)
+    (count,) = _U64.unpack_from(view, pos)
+    lengths = [_U64.unpack_from(view, pos + 8 * (i + 1))[0] for i in range(count + 1)]
+    pos += 8 * (count + 2)
+    data = view[pos:pos + lengths[0]]
+    pos += lengths[0]
+    buffers = []
+    for length in lengths[1:]:
+        pos += -pos % _ALIGN
+        buffers.append(view[pos:pos + length])
+        pos += length
+    return pickle.loads(data, buffers=buffers)
+
+
+def frame(call_id: int, kind: int, obj: Any, plain: bool = False,
+          parts: bool = False) -> bytes | memoryview | list:
     """One frame holding ``obj`` cloudpickled (pickled straight after its header); ``plain``:
-    with the C pickler (only for objects it pickles as cloudpickle would)."""
+    with the C pickler (only for objects it pickles as cloudpickle would).
+
+    Buffers of at least :data:`OUT_OF_BAND_SIZE` bytes (numpy arrays' data, with pickle
+    protocol 5) are not copied into the pickle: they follow it in the frame, and with ``parts``
+    the frame is returned as a list of pieces to send in order, the arrays' own memory among
+    them (no copy at all before the socket)."""
     key = "plain_pickler" if plain else "pickler"
     cached = getattr(_tls, key, None)
     setattr(_tls, key, None)  # taken: a nested use (from some __reduce__) makes its own
     if cached is None:
         buf = io.BytesIO()
+        oob: list = []
+
+        def keep_small(pb: pickle.PickleBuffer, oob: list = oob) -> bool:
+            # True: pickled in band (small); False: collected here, sent after the pickle
+            if not out_of_band_enabled() or pb.raw().nbytes < OUT_OF_BAND_SIZE:
+                return True
+            oob.append(pb)
+            return False
+
         cached = (buf, (pickle.Pickler if plain else cloudpickle.Pickler)(
-            buf, protocol=PICKLE_PROTOCOL))
-    buf, pickler = cached
+            buf, protocol=PICKLE_PROTOCOL, buffer_callback=keep_small), oob)
+    buf, pickler, oob = cached
+    oob.clear()
     buf.seek(0)
     buf.truncate()
     buf.write(_NO_HDR)
     pickler.dump(obj)  # if this fails, the pickler is dropped: it may be in any state
     pickler.clear_memo()
+    if oob:
+        out = _oob_frame(call_id, kind, buf, oob, parts)
+        oob.clear()
+        setattr(_tls, key, cached)
+        return out
     size = buf.tell()
     if size > ZERO_COPY_SIZE:  # large: hand this buffer over rather than copy it
         view = buf.getbuffer()
@@ -131,6 +188,36 @@ def frame(call_id: int, kind: int, obj: Any, plain: bool = False) -> bytes | mem
         out = HEADER.pack(size - HEADER.size, call_id, kind) + view[HEADER.size:]
     setattr(_tls, key, cached)
     return out
+
+
+def _oob_frame(call_id: int, kind: int, buf: io.BytesIO, oob: list,
+               parts: bool) -> bytes | list:
+    with buf.getbuffer() as view:
+        data = bytes(view[HEADER.size:])
+    raws = [pb.raw() for pb in oob]
+    meta = _OOB_MAGIC + _U64.pack(len(raws)) + b"".join(
+        _U64.pack(n) for n in (len(data), *(r.nbytes for r in raws)))
+    pieces: list = [meta, data]
+    pos = len(meta) + len(data)
+    for raw in raws:
+        pad = -pos % _ALIGN
+        if pad:
+            pieces.append(b"\0" * pad)
+        pieces.append(raw)
+        pos += pad + raw.nbytes
+    pieces.insert(0, HEADER.pack(pos, call_id, kind))
+    if parts:
+        return pieces
+    return b"".join(pieces)
+
+
+def send_frame(sock: socket.socket, out: Any) -> None:
+    """``sock.sendall`` of a frame, or of each piece of one made with ``parts=True``."""
+    if isinstance(out, list):
+        for piece in out:
+            sock.sendall(piece)
+    else:
+        sock.sendall(out)
 
 
 class FrameReader:
