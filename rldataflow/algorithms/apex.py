@@ -297,7 +297,9 @@ def make_replay_shards(runtime: Any, config: Any) -> ActorPool:
             alpha=config.prioritized_replay_alpha, beta=config.prioritized_replay_beta,
             learning_starts=max(config.learning_starts // n, config.train_batch_size) // 2,
             seed=config.seed + 7919 * i + RESTART_SEED_STRIDE * restarts,
-            frame_dedup=config.replay_frame_dedup, name=f"ReplayActor-{i}")
+            # Ape-X DDPG's config has no replay_frame_dedup: its observations are vectors
+            frame_dedup=getattr(config, "replay_frame_dedup", "auto"),
+            name=f"ReplayActor-{i}")
 
     return ActorPool(runtime, n, make, restart_failed=config.restart_failed_workers,
                      ready_method=None, kind="replay shard")

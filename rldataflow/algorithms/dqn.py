@@ -347,7 +347,7 @@ def make_buffer(config: QConfig, capacity: int | None = None, seed: int | None =
     capacity = config.buffer_size if capacity is None else capacity
     seed = config.seed if seed is None else seed
     return make_replay_buffer(capacity, config.prioritized_replay, config.prioritized_replay_alpha,
-                              seed, config.replay_frame_dedup)
+                              seed, getattr(config, "replay_frame_dedup", "auto"))
 
 
 def round_robin_weights(config: Config) -> list[int]:
