@@ -74,6 +74,16 @@ class Config(GroupedConfig, sac.OffPolicyConfig):
 
     env_config: dict[str, Any] = field(
         default_factory=_spread_config, metadata=_h("keyword arguments of the env creator"))
+    # MPE-sized, not SAC's MuJoCo-sized defaults (Lowe 2017: two 64-unit layers, Adam 1e-2;
+    # 1e-3 and a short warm-up are what the simple_spread figures were measured with)
+    hiddens: tuple[int, ...] = field(
+        default=(64, 64), metadata=_h("hidden sizes of each actor and each critic"))
+    actor_lr: float = field(default=1e-3, metadata=_h("Adam learning rate of the actors"))
+    critic_lr: float = field(default=1e-3, metadata=_h("Adam learning rate of the critics"))
+    learning_starts: int = field(
+        default=1000, metadata=_h("rows in replay before the first gradient step"))
+    initial_random_steps: int | None = field(
+        default=0, metadata=_h("env steps of uniformly random actions at the start"))
     gamma: float = field(default=0.95, metadata=_h("discount factor (Lowe 2017: 0.95)"))
     tau: float = field(default=0.01, metadata=_h("Polyak coefficient (Lowe 2017: 0.01)"))
     train_batch_size: int = field(default=256, metadata=_h("replayed rows per gradient step"))

@@ -95,8 +95,10 @@ def pendulum_dataset(tmp_path_factory):
     """SAC trained to a mean return of -300 (at most 12k steps), then 50 of its episodes
     (10k rows; sampled actions, so the data is the stochastic policy's)."""
     out = tmp_path_factory.mktemp("offline") / "sac_pendulum"
-    with rldataflow.build("sac", env="Pendulum-v1", runtime="inline", num_workers=0,
-                          seed=0) as algo:
+    # SAC's defaults are MuJoCo-sized; Pendulum gets the small settings of its learning test
+    with rldataflow.build("sac", env="Pendulum-v1", runtime="inline", num_workers=0, seed=0,
+                          hiddens=(64, 64), actor_lr=1e-3, critic_lr=1e-3,
+                          learning_starts=1000, initial_random_steps=0) as algo:
         while True:
             result = algo.train()
             if result["episode_return_mean"] >= -300 or result["env_steps_sampled"] >= 12_000:

@@ -240,8 +240,12 @@ def test_lstm_checkpoint_round_trip(tmp_path):
 
 # -- learning tier ---------------------------------------------------------------------------
 #: the same PPO settings with and without the LSTM (tuned for the LSTM; see docs/recurrent.md)
+#: (PPO's pre-2026-12-07 defaults for batch, fragment, discount, GAE and entropy, with which the
+#: figures in docs/recurrent.md were measured)
 MEMORY_PPO = dict(runtime="process", num_workers=2, seed=0, env=STATELESS_CARTPOLE_ID,
-                  lstm_cell_size=128, lr=5e-4, num_epochs=8)
+                  lstm_cell_size=128, lr=5e-4, num_epochs=8, gamma=0.98, lambda_=0.8,
+                  train_batch_size=1024, rollout_fragment_length=64, minibatch_size=256,
+                  entropy_coeff=0.0)
 MEMORY_BUDGET = 400_000
 
 
