@@ -14,6 +14,7 @@ import dataclasses
 import io
 import keyword
 import threading
+import time
 import typing
 from typing import Any, Literal
 
@@ -212,8 +213,15 @@ def _running() -> set[Any]:
     return alive
 
 
-def _leftovers(before: set[Any]) -> list[Any]:
-    return sorted(map(str, _running() - before))
+def _leftovers(before: set[Any], grace_s: float = 5.0) -> list[str]:
+    """What started since ``before`` and is still alive after ``grace_s`` (a helper thread that
+    is already on its way out, e.g. the background forkserver start, is given time to end)."""
+    deadline = time.monotonic() + grace_s
+    while (new := _running() - before) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    names = {t.ident: t.name for t in threading.enumerate()}
+    return sorted(f"thread {names.get(x, x)}" if not isinstance(x, tuple) else f"pid {x[1]}"
+                  for x in new)
 
 
 @settings(max_examples=500, deadline=None, derandomize=True,
