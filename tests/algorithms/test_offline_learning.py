@@ -14,9 +14,11 @@ import math
 import time
 
 import pytest
+import yaml
 
 import rldataflow
 from rldataflow.data.dataset import DatasetReader
+from rldataflow.tuned import tuned_path
 
 pytest.importorskip("pyarrow")
 pytestmark = [pytest.mark.learning, pytest.mark.timeout(300)]
@@ -95,10 +97,10 @@ def pendulum_dataset(tmp_path_factory):
     """SAC trained to a mean return of -300 (at most 12k steps), then 50 of its episodes
     (10k rows; sampled actions, so the data is the stochastic policy's)."""
     out = tmp_path_factory.mktemp("offline") / "sac_pendulum"
-    # SAC's defaults are MuJoCo-sized; Pendulum gets the small settings of its learning test
-    with rldataflow.build("sac", env="Pendulum-v1", runtime="inline", num_workers=0, seed=0,
-                          hiddens=(64, 64), actor_lr=1e-3, critic_lr=1e-3,
-                          learning_starts=1000, initial_random_steps=0) as algo:
+    # SAC's defaults are MuJoCo-sized; the collector uses the packaged Pendulum settings
+    tuned = yaml.safe_load(tuned_path("sac-pendulum").read_text())
+    settings = {k: v for k, v in tuned.items() if k not in ("algorithm", "stop", "expected")}
+    with rldataflow.build("sac", runtime="inline", num_workers=0, seed=0, **settings) as algo:
         while True:
             result = algo.train()
             if result["episode_return_mean"] >= -300 or result["env_steps_sampled"] >= 12_000:
