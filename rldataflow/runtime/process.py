@@ -312,13 +312,16 @@ class ProcessRuntime(Runtime):
                 try:
                     for part in parts:
                         self._send(st.sock, part)
-                except OSError as exc:  # a broken pipe: the process is gone
+                except OSError:
+                    # A broken pipe: the process is ending (an actor never closes its end and
+                    # lives on). The future stays pending: the reader sees the process end and
+                    # fails it with the real cause (its exit code or signal), which is what the
+                    # user needs, not the broken pipe this thread happened to notice first.
                     with self._lock:
-                        fut = st.pending.pop(call_id, None)
+                        gone = st.exited
+                        fut = st.pending.pop(call_id, None) if gone else None
                     if fut is not None:
-                        fut._set_exception(ActorDiedError(
-                            st.handle.name, st.handle.class_name,
-                            st.reason or f"its connection broke ({exc!r})"))
+                        fut._set_exception(st.died_error())
                         self._replies.wake_waiters()
 
     def _send(self, sock: socket.socket, data: Any) -> None:

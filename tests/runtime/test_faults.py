@@ -31,6 +31,9 @@ class Worker:
     def ping(self) -> str:
         return self.tag
 
+    def ping_with(self, payload: bytes) -> int:
+        return len(payload)
+
     def exit_now(self, code: int) -> None:
         os._exit(code)
 
@@ -83,6 +86,21 @@ def test_sigkill_message_names_the_signal():
         os.kill(rt.pid(actor), signal.SIGKILL)
         with pytest.raises(ActorDiedError, match="SIGKILL"):
             fut.result(timeout=5)
+
+
+def test_a_call_sent_into_a_dead_actors_broken_pipe_still_names_the_signal():
+    """Sending to a SIGKILLed actor may fail (broken pipe) before the driver has seen the
+    process end: the call must still fail with the real cause, not with the broken pipe."""
+    payload = b"x" * (4 << 20)  # bigger than a socket buffer: the send itself hits the break
+    with get_runtime("process") as rt:
+        for _ in range(5):
+            actor = rt.create_actor(Worker)
+            os.kill(rt.pid(actor), signal.SIGKILL)
+            futures = [actor.call("ping_with", payload) for _ in range(3)]
+            for fut in futures:
+                with pytest.raises(ActorDiedError, match="SIGKILL") as info:
+                    fut.result(timeout=5)
+                assert "Broken pipe" not in str(info.value)
 
 
 def test_an_actor_that_exits_by_itself():
