@@ -49,6 +49,9 @@ ALGORITHMS["maddpg"] = ("rldataflow.algorithms.maddpg", "plan")
 # MAML: Ray 1.0's MAML execution plan is not counted here (no verified copy of that version),
 # so its Ray column reads "not counted"
 ALGORITHMS["maml"] = ("rldataflow.algorithms.maml", "plan")
+# R2D2 is not in Ray 1.0: no figure to compare
+ALGORITHMS["r2d2"] = ("rldataflow.algorithms.r2d2", "plan")
+RAY_1_0["r2d2"] = "absent"
 ROOT = Path(__file__).resolve().parents[1]
 
 _NON_CODE = {tokenize.COMMENT, tokenize.NL, tokenize.NEWLINE, tokenize.INDENT, tokenize.DEDENT,

@@ -230,6 +230,9 @@ class DQNPolicy(TorchPolicy):
         policy.update_target()
     """
 
+    LOSS_FN = staticmethod(dqn_loss)
+    POSTPROCESS_FN = staticmethod(nstep_postprocess)
+    MODEL_FACTORY = staticmethod(q_model_factory)
     DEFAULTS: dict[str, Any] = {
         "hiddens": (64, 64), "activation": "relu", "lr": 1e-3, "gamma": 0.99, "grad_clip": 10.0,
         "dueling": True, "double_q": True, "n_step": 3, "huber_delta": 1.0,
@@ -244,8 +247,9 @@ class DQNPolicy(TorchPolicy):
                 f"DQN and Ape-X need a Discrete action space, but the env's is {action_space}; "
                 "for continuous actions use ppo, appo or impala")
         cfg = {**self.DEFAULTS, **dict(config or {})}
-        super().__init__(observation_space, action_space, cfg, loss_fn=dqn_loss,
-                         postprocess_fn=nstep_postprocess, model_factory=q_model_factory,
+        cls = type(self)  # subclasses (R2D2) swap the loss, the postprocessing and the model
+        super().__init__(observation_space, action_space, cfg, loss_fn=cls.LOSS_FN,
+                         postprocess_fn=cls.POSTPROCESS_FN, model_factory=cls.MODEL_FACTORY,
                          seed=seed, learner_options=dict(targets=("target",), fused_adam=True))
         self.num_actions = int(action_space.n)
         self.epsilon_schedule = LinearSchedule(float(cfg["initial_epsilon"]),
@@ -268,18 +272,24 @@ class DQNPolicy(TorchPolicy):
         with torch.no_grad():
             actions = self.model(self._obs_tensor(obs)).argmax(dim=1).numpy()
         if explore:
-            n = len(actions)
-            eps = self.epsilon
-            if np.ndim(eps) and len(eps) != n:  # per-env rates, but not a vector step
-                eps = float(np.mean(eps))
-            if np.any(eps > 0):
-                rng = self.np_rng
-                explore_mask = rng.random(n) < eps
-                if explore_mask.any():
-                    actions = np.where(explore_mask, rng.integers(0, self.num_actions, n),
-                                       actions)
-            self.env_steps += n
+            actions = self.explore(actions)
         return actions, {}
+
+    def explore(self, actions: np.ndarray) -> np.ndarray:
+        """Epsilon-greedy: each greedy action replaced by a uniform random one with probability
+        epsilon; advances the exploration clock by the number of rows."""
+        n = len(actions)
+        eps = self.epsilon
+        if np.ndim(eps) and len(eps) != n:  # per-env rates, but not a vector step
+            eps = float(np.mean(eps))
+        if np.any(eps > 0):
+            rng = self.np_rng
+            explore_mask = rng.random(n) < eps
+            if explore_mask.any():
+                actions = np.where(explore_mask, rng.integers(0, self.num_actions, n),
+                                   actions)
+        self.env_steps += n
+        return actions
 
     def learn_on_batch(self, batch: SB, num_epochs: int = 1, minibatch_size: int | None = None,
                        shuffle: bool = True) -> dict[str, float]:

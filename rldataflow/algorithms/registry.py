@@ -36,6 +36,7 @@ BUILTIN: dict[str, str] = {
     "ddppo": "rldataflow.algorithms.ddppo",
     "dqn": "rldataflow.algorithms.dqn",
     "apex": "rldataflow.algorithms.apex",
+    "r2d2": "rldataflow.algorithms.r2d2",
     "apex_ddpg": "rldataflow.algorithms.apex_ddpg",
     "impala": "rldataflow.algorithms.impala",
     "appo": "rldataflow.algorithms.appo",

@@ -19,6 +19,7 @@ from rldataflow.data.frame_stack_buffer import (
 from rldataflow.data.replay_buffer import LinearSchedule, PrioritizedReplayBuffer, ReplayBuffer
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch, concat_samples
 from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree
+from rldataflow.data.sequence_builder import SequenceBuilder
 
 __all__ = [
     "DatasetError",
@@ -34,6 +35,7 @@ __all__ = [
     "PrioritizedReplayBuffer",
     "ReplayBuffer",
     "SampleBatch",
+    "SequenceBuilder",
     "SumSegmentTree",
     "concat_samples",
 ]

@@ -252,9 +252,11 @@ class Learner:
         """The batch cut into sequences for a recurrent policy (``None`` for others): at
         trajectory breaks and every ``max_seq_len`` rows (see
         :func:`~rldataflow.policies.recurrent.sequence_starts`); a ``seq_starts`` column, if
-        present, gives the cuts instead."""
+        present, gives the cuts instead. A policy whose batches already hold one sequence per
+        row (``rows_are_sequences``: R2D2's replayed sequences) is not cut either."""
         policy = self.policy
-        if not getattr(policy, "is_recurrent", False):
+        if not getattr(policy, "is_recurrent", False) or getattr(policy, "rows_are_sequences",
+                                                                  False):
             return None
         if SEQ_STARTS in batch:
             return Sequences(batch[SEQ_STARTS])

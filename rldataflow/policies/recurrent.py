@@ -39,6 +39,7 @@ __all__ = [
     "STATE_OUT_C",
     "STATE_OUT_H",
     "RecurrentActorCriticModel",
+    "RecurrentQModel",
     "Sequences",
     "masked_mean",
     "sequence_starts",
@@ -272,3 +273,66 @@ class RecurrentActorCriticModel(nn.Module):
         h, c = self.initial_state(obs.shape[0])
         dist_inputs, values, _ = self.forward_step(obs, h, c)
         return dist_inputs, values
+
+
+class RecurrentQModel(nn.Module):
+    """Encoder -> LSTM -> (dueling) Q head: the recurrent Q network of R2D2.
+
+    * :meth:`forward_step` -- ``(q (B, A), None, (h, c))`` for one step of ``B`` envs (the
+      ``None`` stands where an actor-critic model returns values);
+    * :meth:`forward_seq` -- ``(q (S, L, A), (h, c))`` for padded sequences from start states.
+
+    With ``dueling`` the head is ``V + A - mean_a A`` (Wang et al. 2016), as in R2D2.
+
+    Example::
+
+        >>> m = RecurrentQModel((2,), np.float32, num_actions=3, cell_size=8)
+        >>> q, _, (h, c) = m.forward_step(torch.zeros(4, 2), *m.initial_state(4))
+        >>> q.shape, h.shape
+        (torch.Size([4, 3]), torch.Size([4, 8]))
+        >>> m.forward_seq(torch.zeros(4, 6, 2), *m.initial_state(4))[0].shape
+        torch.Size([4, 6, 3])
+    """
+
+    is_recurrent = True
+
+    def __init__(self, obs_shape: Sequence[int], obs_dtype: np.dtype | str | type,
+                 num_actions: int, hiddens: Sequence[int] = (64,), activation: str = "relu",
+                 cell_size: int = 64, dueling: bool = True) -> None:
+        super().__init__()
+        self.cell_size = int(cell_size)
+        self.encoder = make_encoder(obs_shape, obs_dtype, hiddens, activation)
+        self.lstm = nn.LSTM(self.encoder.out_dim, self.cell_size, batch_first=True)
+        self.advantage_head = init_layer(nn.Linear(self.cell_size, int(num_actions)), std=1.0)
+        self.value_head = init_layer(nn.Linear(self.cell_size, 1), std=1.0) if dueling else None
+
+    def initial_state(self, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Zero ``(h, c)`` for ``batch_size`` sequences (the state at an episode start)."""
+        zeros = torch.zeros(int(batch_size), self.cell_size)
+        return zeros, zeros.clone()
+
+    def _q(self, out: torch.Tensor) -> torch.Tensor:
+        adv = _linear(self.advantage_head, out)
+        if self.value_head is None:
+            return adv
+        return _linear(self.value_head, out) + adv - adv.mean(dim=-1, keepdim=True)
+
+    def forward_step(self, obs: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+                     ) -> tuple[torch.Tensor, None, tuple[torch.Tensor, torch.Tensor]]:
+        p = self.lstm._parameters
+        h, c = torch.lstm_cell(self.encoder(obs), (h, c), p["weight_ih_l0"], p["weight_hh_l0"],
+                               p["bias_ih_l0"], p["bias_hh_l0"])
+        return self._q(h), None, (h, c)
+
+    def forward_seq(self, obs: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor
+                    ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """Q values of every slot of ``obs`` ``(S, L, *obs_shape)`` run from ``(h0, c0)``, and
+        the state after slot ``L``."""
+        s, length = obs.shape[0], obs.shape[1]
+        x = self.encoder(obs.reshape(s * length, *obs.shape[2:])).reshape(s, length, -1)
+        out, (hn, cn) = self.lstm(x, (h0.unsqueeze(0).contiguous(), c0.unsqueeze(0).contiguous()))
+        return self._q(out), (hn[0], cn[0])
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        """Q values of each row as a one-step sequence from the zero state."""
+        return self.forward_step(obs, *self.initial_state(obs.shape[0]))[0]
