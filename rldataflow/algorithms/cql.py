@@ -50,7 +50,6 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Any, Literal
 
 import numpy as np
@@ -64,11 +63,9 @@ from rldataflow.algorithms.marwil import CheckDatasetSpaces, with_off_policy_est
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.data.dataset import REQUIRED_COLUMNS
-from rldataflow.flow import Concurrently, Plan
+from rldataflow.flow import Plan
 from rldataflow.ops import (
-    BroadcastWeights,
-    ConcatBatches,
-    ParallelRollouts,
+    MixWithSamples,
     StandardMetricsReporting,
     TrainOneStep,
     UpdateTargetNetwork,
@@ -341,16 +338,6 @@ def last_of(items: list[Any]) -> Any:
     return items[-1]
 
 
-def mix_weights(sampled_fraction: float) -> list[int]:
-    """``[dataset, sampled]`` round-robin turns closest to ``sampled_fraction`` (denominator
-    at most 20), e.g. 0.5 -> [1, 1], 0.25 -> [3, 1]."""
-    frac = Fraction(sampled_fraction).limit_denominator(20)
-    if frac.numerator == 0:
-        raise ConfigError(f"config key 'input_sampled_fraction' ({sampled_fraction}) rounds "
-                          "to 0 (use 0 for offline only, or at least 0.05)")
-    return [frac.denominator - frac.numerator, frac.numerator]
-
-
 def plan(workers: WorkerSet, config: OfflineQConfig) -> Plan[dict[str, Any]]:
     batches = from_dataset(config.input, config.train_batch_size,
                            shuffle_buffer_size=config.shuffle_buffer_size, seed=config.seed,
@@ -359,11 +346,8 @@ def plan(workers: WorkerSet, config: OfflineQConfig) -> Plan[dict[str, Any]]:
                            postprocess=nstep_chunks(config.n_step, config.gamma))
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
     if config.input_sampled_fraction:
-        fresh = (ParallelRollouts(workers, mode="bulk_sync")
-                 .for_each(ConcatBatches(config.train_batch_size))
-                 .for_each(BroadcastWeights(workers)))   # the next samples use these weights
-        batches = Concurrently([batches, fresh], mode="round_robin",
-                               round_robin_weights=mix_weights(config.input_sampled_fraction))
+        batches = MixWithSamples(batches, workers, config.input_sampled_fraction,
+                                 config.train_batch_size)
     train_op = batches.for_each(TrainOneStep(workers, broadcast=False))
     if isinstance(config, DQNConfig):
         policy = workers.local_worker().get_policy()

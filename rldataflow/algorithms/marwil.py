@@ -23,6 +23,15 @@ Dataflow (no sampling; every ``evaluation_interval`` iterations the learned poli
 evaluation workers, like any algorithm's, see ``docs/evaluation.md``)::
 
     from_dataset(input, train_batch_size, shuffle_buffer_size) -> TrainOneStep -> report
+
+With ``input_sampled_fraction`` > 0 the rollout workers also sample with the current policy and
+that fraction of the training batches is fresh (:func:`~rldataflow.ops.MixWithSamples`; fresh
+batches get the same returns-to-go)::
+
+    Concurrently(round_robin, weights [dataset, sampled]):
+      [0] from_dataset(input, ...)
+      [1] ParallelRollouts -> ConcatBatches(train_batch_size) -> returns_to_go -> BroadcastWeights
+    -> TrainOneStep -> report
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.registry import register_algorithm
 from rldataflow.data import SampleBatch as SB
 from rldataflow.flow import LocalIterator, Plan
-from rldataflow.ops import StandardMetricsReporting, TrainOneStep, from_dataset
+from rldataflow.ops import MixWithSamples, StandardMetricsReporting, TrainOneStep, from_dataset
 from rldataflow.ops.offline_evaluation import OffPolicyEstimation
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.learner import Learner
@@ -80,7 +89,12 @@ class Config(AlgorithmConfig):
     num_workers: int = field(
         default=0, metadata=_h("rollout workers (MARWIL samples nothing; it evaluates on "
                                "evaluation_num_workers)"))
-    num_envs_per_worker: int = field(default=1, metadata=_h("envs per worker (unused)"))
+    num_envs_per_worker: int = field(
+        default=1, metadata=_h("envs per rollout worker (sampling: input_sampled_fraction)"))
+    input_sampled_fraction: float = field(
+        default=0.0, metadata=_h("fraction of training batches sampled fresh by the rollout "
+                                 "workers with the current policy, the rest from the dataset "
+                                 "(0: offline only)", ge=0, lt=1))
     evaluation_interval: int | None = field(
         default=10, metadata=_h("evaluate every this many iterations (0: never)", ge=0))
     evaluation_num_workers: int = field(
@@ -248,6 +262,11 @@ def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
                            reader="ray" if config.runtime == "ray" else "local",
                            postprocess=returns_to_go(config.gamma) if needs_returns else None)
     batches = batches.for_each(CheckDatasetSpaces(workers, config.input))
+    if config.input_sampled_fraction:
+        batches = MixWithSamples(batches, workers, config.input_sampled_fraction,
+                                 config.train_batch_size,
+                                 postprocess=returns_to_go(config.gamma) if needs_returns
+                                 else None)
     train_op = training_flow(batches, workers, config)
     train_op = with_off_policy_estimation(train_op, workers, config)
     return Plan(StandardMetricsReporting(train_op, workers,

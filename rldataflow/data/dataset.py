@@ -292,6 +292,21 @@ def dataset_files(path: str | os.PathLike[str]) -> list[Path]:
     return files
 
 
+def open_dataset(path: str | os.PathLike[str], columns: Sequence[str] | None = None,
+                 required: Sequence[str] = REQUIRED_COLUMNS,
+                 max_chunk_rows: int = 65_536) -> Any:
+    """The reader for the dataset at ``path``: a :class:`DatasetReader` for our Parquet /
+    JSON-lines shards, a :class:`~rldataflow.data.minari_reader.MinariReader` for a local
+    Minari dataset. Both have ``files``, ``check_schema()``, ``iter_batches(files)`` and
+    ``num_rows()``."""
+    from rldataflow.data.minari_reader import MinariReader, is_minari_dataset
+
+    if is_minari_dataset(path):
+        return MinariReader(path, columns=columns, required=required)
+    return DatasetReader(path, columns=columns, required=required,
+                         max_chunk_rows=max_chunk_rows)
+
+
 def _check_columns(file: Path, names: Sequence[str], required: Sequence[str]) -> None:
     missing = [c for c in required if c not in names]
     if missing:

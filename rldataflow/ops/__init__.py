@@ -14,6 +14,7 @@ from rldataflow.ops.aggregation import AggregationWorker, AggregatorSet
 from rldataflow.ops.batching import ConcatBatches, SelectExperiences, StandardizeFields
 from rldataflow.ops.dataset import ShuffleBuffer, WriteToDataset, from_dataset
 from rldataflow.ops.learner_thread import LearnerThread
+from rldataflow.ops.mixin_input import MixWithSamples
 from rldataflow.ops.mixin_replay import MixInReplay
 from rldataflow.ops.replay import (
     Replay,
@@ -39,7 +40,7 @@ from rldataflow.ops.train import (
 from rldataflow.ops.weights import BroadcastWeights, SyncWeights
 
 __all__ = [
-    "AggregationWorker", "AggregatorSet", "MixInReplay",
+    "AggregationWorker", "AggregatorSet", "MixInReplay", "MixWithSamples",
     "ApplyGradients", "AsyncGradients", "AverageGradients", "BroadcastWeights", "SyncWeights",
     "CollectMetrics", "ComputeGradients", "ConcatBatches", "LearnerThread", "ParallelRollouts",
     "RecordSampled", "Replay", "ReplayActor", "StoreToReplayBuffer", "ThrottleSampling",

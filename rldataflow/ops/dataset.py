@@ -24,6 +24,7 @@ from rldataflow.data.dataset import (
     DatasetOutput,
     DatasetReader,
     DatasetWriter,
+    open_dataset,
 )
 from rldataflow.flow import LocalIterator, Operator
 from rldataflow.flow.local_iterator import from_local_iterable
@@ -134,9 +135,9 @@ def _dataset_batches(path: str, batch_size: int, shuffle_buffer_size: int,
                      postprocess: Callable[[SampleBatch], SampleBatch] | None,
                      max_chunk_rows: int, buffer_out: list[ShuffleBuffer] | None,
                      reader_kind: str = "local") -> Iterator[SampleBatch]:
-    reader = DatasetReader(path, columns=columns, required=required,
-                           max_chunk_rows=max_chunk_rows)
-    if reader_kind == "ray":
+    reader = open_dataset(path, columns=columns, required=required,
+                          max_chunk_rows=max_chunk_rows)
+    if reader_kind == "ray" and isinstance(reader, DatasetReader):  # (Minari: read here)
         from rldataflow.data.ray_reader import ray_dataset_chunks
 
         def chunks(files: list[Any]) -> Iterator[SampleBatch]:
@@ -203,7 +204,7 @@ def from_dataset(path: str | os.PathLike[str], batch_size: int, *,
         raise ValueError(f"from_dataset: shuffle_buffer_size must be >= 1, got "
                          f"{shuffle_buffer_size}")
     path = os.fspath(path)
-    DatasetReader(path, columns=columns, required=required).check_schema()  # fail now
+    open_dataset(path, columns=columns, required=required).check_schema()  # fail now
     source = from_local_iterable(
         lambda: _dataset_batches(path, int(batch_size), int(shuffle_buffer_size), num_epochs,
                                  seed, columns, required, postprocess, int(max_chunk_rows),

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from rldataflow.data import SampleBatch
-from rldataflow.data.dataset import DatasetError, DatasetReader
+from rldataflow.data.dataset import DatasetError, open_dataset
 from rldataflow.flow import Operator
 from rldataflow.policies import TorchPolicy
 from rldataflow.policies.continuous import BoxActorPolicy
@@ -120,7 +120,7 @@ class OffPolicyEstimation(Operator):
         """The first ``num_episodes`` whole episodes of the dataset."""
         if self._episodes is None:
             parts, seen = [], 0
-            for chunk in DatasetReader(self.path).iter_batches():
+            for chunk in open_dataset(self.path).iter_batches():
                 parts.append(chunk)
                 seen = len(np.unique(np.concatenate([p[SampleBatch.EPS_ID] for p in parts])))
                 if seen > self.num_episodes:

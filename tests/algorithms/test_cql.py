@@ -185,9 +185,9 @@ def test_cql_bad_input_is_one_line(datasets, tmp_path):
 @pytest.mark.parametrize("fraction,weights", [(0.5, [1, 1]), (0.25, [3, 1])])
 def test_mixed_input_trains_on_dataset_and_fresh_samples_in_proportion(datasets, fraction,
                                                                        weights):
-    from rldataflow.algorithms.cql import mix_weights
+    from rldataflow.ops.mixin_input import mixture_weights
 
-    assert mix_weights(fraction) == weights
+    assert mixture_weights(fraction) == weights
     steps = 4 * sum(weights)
     with rldataflow.build("cql_dqn", input=str(datasets["dqn"]), updates_per_iteration=steps,
                           train_batch_size=64, rollout_fragment_length=32,
@@ -201,9 +201,9 @@ def test_mixed_input_trains_on_dataset_and_fresh_samples_in_proportion(datasets,
 
 
 def test_mixed_input_fraction_is_checked():
-    from rldataflow.algorithms.cql import mix_weights
+    from rldataflow.ops.mixin_input import mixture_weights
 
     with pytest.raises(ConfigError, match="input_sampled_fraction"):
         rldataflow.build("cql_dqn", input="x", input_sampled_fraction=1.0, **INLINE)
     with pytest.raises(ConfigError, match="rounds to 0"):
-        mix_weights(0.01)
+        mixture_weights(0.01)

@@ -121,6 +121,33 @@ def test_bc_clones_a_continuous_policy(tmp_path):
     assert after < 0.02 < before, (before, after)
 
 
+@pytest.mark.parametrize("name", ["marwil", "bc"])
+def test_mixed_input_trains_on_dataset_and_fresh_samples_in_proportion(tmp_path, name):
+    """input_sampled_fraction 0.25: three dataset batches, then one sampled with the current
+    policy (given returns-to-go like the dataset's), in turn."""
+    linear_pendulum_dataset(tmp_path / "ds", n=3000)
+    seen: list[SampleBatch] = []
+    with rldataflow.build(name, env="Pendulum-v1", input=str(tmp_path / "ds"),
+                          evaluation_interval=0, input_sampled_fraction=0.25,
+                          train_batch_size=256, minibatch_size=128, shuffle_buffer_size=512,
+                          rollout_fragment_length=64, num_envs_per_worker=2,
+                          min_time_s_per_iteration=0, **INLINE) as algo:
+        policy = algo.workers.local_worker().policy
+        learn = policy.learn_on_batch
+        policy.learn_on_batch = lambda batch, *a, **k: (seen.append(batch), learn(batch, *a,
+                                                                                  **k))[1]
+        for _ in range(8):
+            result = algo.train()
+    fresh = [b for b in seen if SampleBatch.VF_PREDS in b]  # sampled here, not from the file
+    n = len(seen) - len(seen) % 4  # whole rounds (an iteration may end mid-round)
+    assert n >= 8
+    assert [SampleBatch.VF_PREDS in b for b in seen[:n]] == [False, False, False, True] * (n // 4)
+    assert result["env_steps_sampled"] == len(fresh) * 256
+    assert result["env_steps_trained"] == len(seen) * 256
+    if name == "marwil":  # the fresh rows got returns-to-go like the dataset's
+        assert all("returns" in b for b in seen)
+
+
 def test_marwil_checkpoint_keeps_the_advantage_norm(tmp_path):
     linear_pendulum_dataset(tmp_path / "ds", n=3000)
     with rldataflow.build("marwil", env="Pendulum-v1", input=str(tmp_path / "ds"),
