@@ -62,6 +62,11 @@ class Config(PPOConfig):
         default=128, metadata=_h("rows per SGD minibatch of each worker (the group's step "
                                  "averages num_workers of them)"))
     num_epochs: int = field(default=6, metadata=_h("SGD passes over each worker's batch"))
+    # explicit, not PPO's by-action-space defaults: the settings DD-PPO was measured with
+    obs_normalization: bool = field(default=False, metadata=_h(
+        "not supported: each worker would keep its own normalizer statistics"))
+    reward_scaling: bool = field(default=False, metadata=_h(
+        "divide rewards by the running std of the discounted return, per worker"))
     group_timeout_s: float = field(
         default=60.0, metadata=_h("seconds a worker waits for its peers in a rendezvous or an "
                                   "all-reduce before failing", gt=0))

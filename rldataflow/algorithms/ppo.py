@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import torch
+from gymnasium import spaces
 
 from rldataflow.algorithms.base import AlgorithmBuilder
 from rldataflow.algorithms.options import TrainingAids, aid_policy_config
@@ -47,9 +48,11 @@ _h = describe_field  # help text and numeric bounds of a config field
 @dataclass
 class Config(TrainingAids, AlgorithmConfig):
     """PPO settings. The defaults follow the published ones (gamma 0.99, GAE lambda 0.95, clip
-    0.2, Adam 3e-4, 4 epochs of 64-row minibatches, entropy bonus 0.01; Schulman et al. 2017,
-    the RL Baselines3 Zoo): they solve CartPole-v1 in ~100k env steps (~10 s on 2 cores) and
-    reach a mean return of 200 on LunarLander-v3 within 1M (docs/benchmarks.md)."""
+    0.2, Adam 3e-4, 64-row minibatches; Schulman et al. 2017, the RL Baselines3 Zoo), with
+    four that depend on the action space (:data:`ACTION_SPACE_DEFAULTS`: discrete, 4 epochs
+    and entropy bonus 0.01; Box, 10 epochs, no entropy bonus, observation normalization and
+    reward scaling). They solve CartPole-v1 in ~100k env steps (~10 s on 2 cores) and reach a
+    mean return of 200 on LunarLander-v3 within 1M (docs/benchmarks.md)."""
 
     lr: float = field(default=3e-4, metadata=_h("Adam learning rate"))
     gamma: float = field(default=0.99, metadata=_h("discount factor"))
@@ -58,13 +61,23 @@ class Config(TrainingAids, AlgorithmConfig):
     num_envs_per_worker: int = field(default=8, metadata=_h("envs stepped by each worker"))
     rollout_fragment_length: int = field(default=256, metadata=_h("steps per env per sample"))
     minibatch_size: int = field(default=64, metadata=_h("rows per SGD minibatch"))
-    num_epochs: int = field(default=4, metadata=_h("SGD passes over each train batch"))
+    num_epochs: int | None = field(
+        default=None, metadata=_h("SGD passes over each train batch (None: 4 for discrete "
+                                  "actions, 10 for Box actions)"))
     clip_param: float = field(default=0.2, metadata=_h("surrogate clip range epsilon"))
     vf_clip_param: float | None = field(
         default=None, metadata=_h("clip value updates to this range around the old value "
                                   "(None: no value clipping)"))
     vf_loss_coeff: float = field(default=0.5, metadata=_h("weight of the value loss"))
-    entropy_coeff: float = field(default=0.01, metadata=_h("weight of the entropy bonus"))
+    entropy_coeff: float | None = field(
+        default=None, metadata=_h("weight of the entropy bonus (None: 0.01 for discrete "
+                                  "actions, 0 for Box actions)"))
+    obs_normalization: bool | None = field(default=None, metadata=_h(
+        "standardize observations by running mean/std (None: on for Box actions with flat "
+        "observations and no LSTM; kept in the model, synced, checkpointed)"))
+    reward_scaling: bool | None = field(default=None, metadata=_h(
+        "divide rewards by the running std of the discounted return (None: on for Box "
+        "actions; reported returns stay raw)"))
     kl_coeff: float = field(default=0.0, metadata=_h("initial KL penalty weight (0: off)"))
     kl_target: float = field(default=0.01, metadata=_h("KL the adaptive penalty aims for"))
     grad_clip: float | None = field(default=0.5, metadata=_h("max global gradient norm", gt=0))
@@ -84,10 +97,48 @@ class Config(TrainingAids, AlgorithmConfig):
         if self.minibatch_size > self.train_batch_size:
             raise ConfigError(f"config key 'minibatch_size' ({self.minibatch_size}) must be <= "
                               f"train_batch_size ({self.train_batch_size})")
-        if self.num_epochs < 1:
+        if self.num_epochs is not None and self.num_epochs < 1:
             raise ConfigError("config key 'num_epochs' must be >= 1")
         if not 0 <= self.lambda_ <= 1:
             raise ConfigError("config key 'lambda_' must be in [0, 1]")
+
+
+#: PPO's defaults that depend on the action space, taken by config values left at None.
+#: Box actions: the MuJoCo settings of Schulman et al. 2017 (table 3: 10 epochs) and of CleanRL's
+#: ppo_continuous_action (Huang et al. 2022, "The 37 Implementation Details of PPO": no entropy
+#: bonus, observation normalization, reward scaling); discrete actions: the Atari / classic
+#: control settings (4 epochs, entropy bonus 0.01; Schulman et al. 2017, table 5).
+ACTION_SPACE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "discrete": {"num_epochs": 4, "entropy_coeff": 0.01, "obs_normalization": False,
+                 "reward_scaling": False},
+    "box": {"num_epochs": 10, "entropy_coeff": 0.0, "obs_normalization": True,
+            "reward_scaling": True},
+}
+
+
+def action_space_defaults(action_space: spaces.Space, obs_space: spaces.Space | None = None,
+                          use_lstm: bool = False) -> dict[str, Any]:
+    """The :data:`ACTION_SPACE_DEFAULTS` for these spaces. Observation normalization needs flat
+    observations and a feed-forward model, so it stays off for images and LSTMs.
+
+    Example::
+
+        >>> action_space_defaults(spaces.Box(-1, 1, (2,)), spaces.Box(-1, 1, (3,)))["num_epochs"]
+        10
+    """
+    out = dict(ACTION_SPACE_DEFAULTS["box" if isinstance(action_space, spaces.Box)
+                                     else "discrete"])
+    flat = obs_space is None or len(getattr(obs_space, "shape", None) or ()) == 1
+    out["obs_normalization"] = out["obs_normalization"] and flat and not use_lstm
+    return out
+
+
+def resolve_defaults(values: Mapping[str, Any], action_space: spaces.Space,
+                     obs_space: spaces.Space | None = None) -> dict[str, Any]:
+    """``values`` with each of the :data:`ACTION_SPACE_DEFAULTS` keys that is None filled in
+    for the action space."""
+    auto = action_space_defaults(action_space, obs_space, bool(values.get("use_lstm")))
+    return {**values, **{k: auto[k] for k in auto if k in values and values[k] is None}}
 
 
 def ppo_loss(policy: TorchPolicy, batch: dict[str, torch.Tensor]
@@ -112,8 +163,9 @@ def policy_factory(config: Config):
 
     def make(obs_space, action_space) -> TorchPolicy:
         kl = AdaptiveKLCoeff(config.kl_coeff, config.kl_target)  # one per policy
-        return TorchPolicy(obs_space, action_space, policy_config, loss_fn=ppo_loss,
-                           seed=config.seed, learner_options=dict(kl=kl))
+        return TorchPolicy(obs_space, action_space,
+                           resolve_defaults(policy_config, action_space, obs_space),
+                           loss_fn=ppo_loss, seed=config.seed, learner_options=dict(kl=kl))
 
     return make
 
@@ -144,10 +196,14 @@ def training_flow(batches: LocalIterator[SB], workers: WorkerSet, config: Config
     ``policy_id`` trains one policy of a multi-agent worker, so PPO can be one branch of a
     larger plan (see ``examples/ppo_and_dqn.py``).
     """
+    num_epochs = config.num_epochs
+    if num_epochs is None:  # by the action space of the policy this flow trains
+        policy = workers.local_worker().get_policy(policy_id)
+        num_epochs = action_space_defaults(policy.action_space)["num_epochs"]
     return (batches
             .for_each(ConcatBatches(min_batch_size=config.train_batch_size))
             .for_each(StandardizeFields([SB.ADVANTAGES]))
-            .for_each(TrainOneStep(workers, num_epochs=config.num_epochs,
+            .for_each(TrainOneStep(workers, num_epochs=num_epochs,
                                    minibatch_size=config.minibatch_size, broadcast=False,
                                    policy_id=policy_id))
             .for_each(BroadcastWeights(workers))
