@@ -33,6 +33,7 @@ from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
+import psutil
 
 from rldataflow.data.sample_batch import MultiAgentBatch, SampleBatch
 from rldataflow.data.segment_tree import MinSegmentTree, SumSegmentTree, last_write_wins
@@ -189,7 +190,17 @@ class ReplayBuffer:
             if col.dtype.hasobject:
                 raise ValueError(f"column {key!r} has dtype object; replay buffers store numeric "
                                  "columns only")
-        # np.zeros maps untouched pages lazily: a big, mostly empty buffer costs little RAM.
+        # np.zeros maps untouched pages lazily: a big, mostly empty buffer costs little RAM at
+        # first, but a full one needs it all, so one that could never fit is refused now, not
+        # when the machine starts swapping hours into the run.
+        row_bytes = sum(c.dtype.itemsize * int(np.prod(c.shape[1:], dtype=np.int64))
+                        for c in columns.values())
+        need, have = row_bytes * self._capacity, psutil.virtual_memory().total
+        if need > have:
+            raise MemoryError(
+                f"a replay buffer of {self._capacity:,} rows of {row_bytes:,} bytes needs "
+                f"{need / 2**30:.1f} GiB, more than this machine's {have / 2**30:.1f} GiB of "
+                "RAM: lower its capacity (config key buffer_size)")
         return {k: np.zeros((self._capacity, *c.shape[1:]), dtype=c.dtype)
                 for k, c in columns.items()}
 

@@ -417,3 +417,17 @@ def test_linear_schedule():
     assert LinearSchedule(0.3, 0.9, steps=0).value(0) == 0.9
     with pytest.raises(ValueError, match="steps"):
         LinearSchedule(0.0, 1.0, steps=-1)
+
+
+def test_a_buffer_bigger_than_the_machine_is_refused_in_one_line():
+    import psutil
+
+    ram = psutil.virtual_memory().total
+    rows = int(ram // (84 * 84 * 4)) + 1  # Atari frame stacks: one more row than RAM holds
+    buf = ReplayBuffer(capacity=rows, seed=0)
+    frames = SampleBatch({"obs": np.zeros((2, 84, 84, 4), np.uint8)})
+    with pytest.raises(MemoryError, match=r"needs .* GiB, more than this machine's .*buffer_size"):
+        buf.add(frames)
+    fits = ReplayBuffer(capacity=rows // 8, seed=0)  # lazily mapped: costs nothing until filled
+    fits.add(frames)
+    assert len(fits) == 2
