@@ -360,11 +360,13 @@ def make_buffer(config: QConfig, capacity: int | None = None, seed: int | None =
                               seed, getattr(config, "replay_frame_dedup", "auto"))
 
 
-def round_robin_weights(config: Config) -> list[int]:
-    """[store, replay] turns so that replayed / sampled rows ~= ``training_intensity``."""
+def round_robin_weights(config: Config, steps_per_row: int = 1) -> list[int]:
+    """[store, replay] turns so that replayed / sampled steps ~= ``training_intensity``
+    (``steps_per_row``: env steps one replayed row trains, e.g. R2D2's sequence length)."""
     sampled = max(1, config.num_workers) * config.num_envs_per_worker * \
         config.rollout_fragment_length
-    native = config.train_batch_size / sampled  # replayed per sampled row with weights [1, 1]
+    # replayed per sampled step with weights [1, 1]
+    native = config.train_batch_size * steps_per_row / sampled
     ratio = (config.training_intensity or native) / native  # replay items per store item
     if ratio >= 1:
         return [1, max(1, round(ratio))]

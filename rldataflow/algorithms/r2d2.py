@@ -50,19 +50,15 @@ from gymnasium import spaces
 from rldataflow.algorithms import dqn
 from rldataflow.algorithms.base import dataset_output
 from rldataflow.algorithms.registry import register_algorithm
-from rldataflow.data import LinearSchedule, ReplayBuffer, SequenceBuilder
+from rldataflow.data import ReplayBuffer, SequenceBuilder
 from rldataflow.data import SampleBatch as SB
 from rldataflow.data.sequence_builder import NUM_BURN_IN, NUM_STEPS
 from rldataflow.flow import Concurrently, LocalIterator, Plan
 from rldataflow.ops import (
     BroadcastWeights,
     ParallelRollouts,
-    Replay,
     StandardMetricsReporting,
     StoreToReplayBuffer,
-    TrainOneStep,
-    UpdatePriorities,
-    UpdateTargetNetwork,
 )
 from rldataflow.ops.replay import TD_ERROR, make_replay_buffer
 from rldataflow.policies.recurrent import (
@@ -297,17 +293,6 @@ def make_workers(config: Config, runtime: Any) -> WorkerSet:
                      output=dataset_output(config))
 
 
-def round_robin_weights(config: Config) -> list[int]:
-    """[store, replay] turns so that trained / sampled steps ~= ``training_intensity``."""
-    sampled = max(1, config.num_workers) * config.num_envs_per_worker * \
-        config.rollout_fragment_length
-    native = config.train_batch_size * config.max_seq_len / sampled
-    ratio = (config.training_intensity or native) / native
-    if ratio >= 1:
-        return [1, max(1, round(ratio))]
-    return [max(1, round(1 / ratio)), 1]
-
-
 def has_sequences(batch: SB) -> bool:
     """Whether the SequenceBuilder emitted anything for this batch."""
     return batch.count > 0
@@ -319,23 +304,15 @@ def training_flow(rollouts: LocalIterator[SB], workers: WorkerSet, config: Confi
     buffer: ReplayBuffer = make_replay_buffer(config.buffer_size, config.prioritized_replay,
                                               config.prioritized_replay_alpha, config.seed,
                                               "off")
-    policy = workers.local_worker().get_policy()
     store = (rollouts
              .for_each(SequenceBuilder(config.max_seq_len, config.burn_in))
              .filter(has_sequences)
              .for_each(StoreToReplayBuffer(local_buffer=buffer))
              .for_each(BroadcastWeights(workers)))
-    beta = LinearSchedule(config.prioritized_replay_beta, config.final_prioritized_replay_beta,
-                          config.beta_annealing_steps)
-    replay = (Replay(local_buffer=buffer, batch_size=config.train_batch_size, beta=beta,
-                     learning_starts=config.learning_starts,
-                     training_intensity=config.training_intensity)
-              .for_each(TrainOneStep(workers, broadcast=False))
-              .for_each(UpdatePriorities(local_buffer=buffer))
-              .for_each(UpdateTargetNetwork(policy.update_target,
-                                            config.target_network_update_freq)))
+    replay = dqn.replay_flow(workers, config, buffer)  # DQN's, on rows that are sequences
     return Concurrently([store, replay], mode="round_robin", output_indexes=[1],
-                        round_robin_weights=round_robin_weights(config))
+                        round_robin_weights=dqn.round_robin_weights(config,
+                                                                    config.max_seq_len))
 
 
 def plan(workers: WorkerSet, config: Config) -> Plan[dict[str, Any]]:
